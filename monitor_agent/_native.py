@@ -1,0 +1,48 @@
+"""Native (never monkey-patched) threading and time primitives.
+
+The agent's threads must keep running while a greenlet blocks the hub, so they
+are real OS threads built from the original ``_thread`` and ``time`` functions,
+exactly as gevent's own monitor thread is. They are bound once, at import, so
+that a later ``gevent.monkey.patch_all()`` cannot change them underneath us.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from gevent.monkey import get_original
+
+start_new_thread: Callable[..., int] = get_original("_thread", "start_new_thread")
+allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
+get_ident: Callable[[], int] = get_original("_thread", "get_ident")
+sleep: Callable[[float], None] = get_original("time", "sleep")
+
+# Monotonic clocks are never patched by gevent; named here so every module
+# uses the same one.
+monotonic = time.perf_counter
+
+
+class Wakeup:
+    """An interruptible sleep for a native thread.
+
+    ``wait(timeout)`` sleeps up to *timeout* seconds and returns early, with
+    ``True``, when another thread calls :meth:`set`. It is built on a raw
+    ``_thread`` lock, so it works the same before and after monkey-patching.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = allocate_lock()
+        self._lock.acquire()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to *timeout* seconds; return True if woken by :meth:`set`."""
+        return bool(self._lock.acquire(True, max(timeout, 0.0)))
+
+    def set(self) -> None:
+        """Wake the waiting thread (harmless if nobody waits or it is already set)."""
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass
