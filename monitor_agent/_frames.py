@@ -1,0 +1,140 @@
+"""Turning live frames into small, JSON-ready stack records.
+
+Stacks are read from another thread (``sys._current_frames()``), so this module
+only reads frame attributes and ``linecache``; it never walks objects.
+"""
+from __future__ import annotations
+
+import hashlib
+import linecache
+import os
+import sys
+import sysconfig
+from types import FrameType
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+if sys.version_info >= (3, 11):  # pragma: no cover - depends on interpreter
+    from typing import TypedDict
+else:  # pragma: no cover
+    from typing_extensions import TypedDict
+
+__all__ = ["FrameInfo", "extract_stack", "format_stack", "fingerprint", "is_app_file", "culprit_frame"]
+
+
+class FrameInfo(TypedDict):
+    """One stack frame as it appears on the wire."""
+
+    file: str
+    line: int
+    function: str
+    code: str
+    app: bool
+
+
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _library_dirs() -> Tuple[str, ...]:
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(os.path.realpath(path) + os.sep)
+            dirs.add(os.path.abspath(path) + os.sep)
+    for path in sys.path:
+        if path.endswith(("site-packages", "dist-packages")):
+            dirs.add(os.path.abspath(path) + os.sep)
+    import gevent
+    dirs.add(os.path.dirname(os.path.abspath(gevent.__file__)) + os.sep)
+    return tuple(sorted(dirs))
+
+
+_LIBRARY_DIRS = _library_dirs()
+_app_cache: Dict[str, bool] = {}
+
+
+def is_app_file(filename: str) -> bool:
+    """True for application code: not the standard library, not an installed package, not the agent."""
+    cached = _app_cache.get(filename)
+    if cached is None:
+        if filename.startswith("<"):
+            cached = False
+        else:
+            path = os.path.abspath(filename)
+            cached = not path.startswith(_LIBRARY_DIRS) and not path.startswith(_AGENT_DIR)
+        _app_cache[filename] = cached
+    return cached
+
+
+def _is_agent(filename: str) -> bool:
+    return filename.startswith(_AGENT_DIR)
+
+
+_HUB_FILE = os.path.join(os.path.dirname(os.path.abspath(__import__("gevent").__file__)), "hub.py")
+
+
+def extract_stack(frame: Optional[FrameType], limit: int = 64) -> List[FrameInfo]:
+    """Return the stack ending at *frame*, outermost first, trimmed for people.
+
+    The agent's own frames are dropped, and so are the outermost frames of
+    gevent's hub (``Hub.run``), which are the same for every hub callback.
+    At most *limit* innermost frames are kept.
+    """
+    raw: List[Tuple[str, int, str]] = []
+    while frame is not None and len(raw) < limit:
+        code = frame.f_code
+        filename = code.co_filename
+        if not _is_agent(filename):
+            raw.append((filename, frame.f_lineno or 0, code.co_name))
+        frame = frame.f_back
+    raw.reverse()
+    while raw and raw[0][0] == _HUB_FILE:
+        del raw[0]
+    return [FrameInfo(file=f, line=n, function=fn, code=linecache.getline(f, n).strip(), app=is_app_file(f))
+            for f, n, fn in raw]
+
+
+def bottom_frame(frame: Optional[FrameType]) -> Optional[FrameType]:
+    """The outermost frame of the stack containing *frame* (a greenlet's entry point)."""
+    while frame is not None and frame.f_back is not None:
+        frame = frame.f_back
+    return frame
+
+
+def culprit_frame(stack: Sequence[FrameInfo]) -> Optional[FrameInfo]:
+    """The innermost application frame, or the innermost frame when none is application code."""
+    for info in reversed(stack):
+        if info["app"]:
+            return info
+    return stack[-1] if stack else None
+
+
+def fingerprint(stack: Sequence[FrameInfo]) -> str:
+    """A stable id for a blocking site.
+
+    Built from the application frames: the call sites leading to the innermost
+    one (file, function, line) and the innermost one's function (not its line, which
+    moves while a busy loop runs). Library frames below it do not count.
+    """
+    app = [f for f in stack if f["app"]] or list(stack[-1:])
+    parts: List[str] = [f"{f['file']}:{f['function']}:{f['line']}" for f in app[:-1]]
+    if app:
+        parts.append(f"{app[-1]['file']}:{app[-1]['function']}")
+    return hashlib.blake2b("|".join(parts).encode("utf-8", "replace"), digest_size=8).hexdigest()
+
+
+def format_stack(stack: Iterable[FrameInfo]) -> List[str]:
+    """Traceback-style lines for *stack* (outermost first)."""
+    lines: List[str] = []
+    for f in stack:
+        lines.append(f'  File "{f["file"]}", line {f["line"]}, in {f["function"]}')
+        if f["code"]:
+            lines.append(f"    {f['code']}")
+    return lines
+
+
+def frame_label(info: Optional[FrameInfo]) -> str:
+    """``function (file:line)`` with the file shortened to its base name."""
+    if info is None:
+        return "?"
+    return f"{info['function']} ({os.path.basename(info['file'])}:{info['line']})"
