@@ -1,0 +1,96 @@
+"""Stacks from inside a C call that holds the GIL, via ``faulthandler``.
+
+While one C call holds the GIL (``sum(range(10**9))``, a regex on a huge
+string), no Python thread runs, the watchdog included. ``faulthandler``'s
+``dump_traceback_later`` timer runs in C without the GIL: the watchdog keeps
+pushing it into the future on every wake, so it fires only when the watchdog
+itself has been starved, and then writes every thread's stack to a temporary
+file. When the watchdog runs again it reads the file; the thread marked
+``Current thread`` is the one that held the GIL.
+"""
+from __future__ import annotations
+
+import faulthandler
+import os
+import re
+import tempfile
+from typing import Dict, IO, List, Optional, Tuple
+
+from .._frames import FrameInfo, is_app_file
+
+__all__ = ["GilWatch", "parse_dump"]
+
+_THREAD = re.compile(r"^(?P<current>Current thread|Thread) (?P<ident>0x[0-9a-fA-F]+) \(most recent call first\):")
+_FRAME = re.compile(r'^\s+File "(?P<file>.*)", line (?P<line>\d+) in (?P<function>.*)$')
+
+ThreadStacks = Dict[int, Tuple[bool, List[FrameInfo]]]
+
+
+def parse_dump(text: str) -> ThreadStacks:
+    """Parse faulthandler output into ``{thread ident: (held_gil, frames outermost first)}``."""
+    stacks: ThreadStacks = {}
+    frames: List[FrameInfo] = []
+    for line in text.splitlines():
+        header = _THREAD.match(line)
+        if header:
+            frames = []
+            stacks[int(header.group("ident"), 16)] = (header.group("current") == "Current thread", frames)
+            continue
+        m = _FRAME.match(line)
+        if m and stacks:
+            filename = m.group("file")
+            frames.insert(0, FrameInfo(file=filename, line=int(m.group("line")), function=m.group("function"),
+                                       code="", app=is_app_file(filename)))
+    return stacks
+
+
+class GilWatch:
+    """Keeps a faulthandler dump armed *timeout* seconds ahead of the watchdog.
+
+    Args:
+        timeout: How long the watchdog may be starved before the dump fires.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.dumps = 0
+        self._armed_at = -1e9
+        self._file: Optional[IO[bytes]] = None
+        self._open()
+
+    def _open(self) -> None:
+        # Append mode, so that after truncation the next dump starts at offset 0.
+        self._file = tempfile.TemporaryFile(mode="a+b", prefix="monitor-agent-dump-")
+
+    def keepalive(self, now: float) -> None:
+        """Push the dump deadline forward; called on every watchdog wake (cheap when recent)."""
+        if now - self._armed_at >= self.timeout / 2 and self._file is not None:
+            faulthandler.dump_traceback_later(self.timeout, repeat=False, file=self._file, exit=False)
+            self._armed_at = now
+
+    def collect(self) -> Optional[ThreadStacks]:
+        """The stacks of a dump written since the last call, or None."""
+        if self._file is None:
+            return None
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        if not size:
+            return None
+        raw = os.pread(fd, min(size, 1 << 20), 0)
+        os.ftruncate(fd, 0)
+        self.dumps += 1
+        return parse_dump(raw.decode("utf-8", "replace"))
+
+    def stop(self) -> None:
+        """Cancel the pending dump and remove the file."""
+        faulthandler.cancel_dump_traceback_later()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def after_fork_in_child(self) -> None:
+        """faulthandler's timer thread did not survive the fork, and the file is shared: start over."""
+        if self._file is not None:
+            self._file.close()
+        self._open()
+        self._armed_at = -1e9
