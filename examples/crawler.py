@@ -89,7 +89,7 @@ def main():
     pages = crawl(base)
     print(f"crawled {len(pages)} pages in {time.time() - started:.2f}s; cache holds "
           f"{sum(map(len, cache)) / 2**20:.0f} MiB")
-    ballast = [bytearray(16 * 2**20) for _ in range(8)]  # the cache spike of a big batch
+    ballast = [b"x" * (16 * 2**20) for _ in range(8)]  # the cache spike of a big batch
     gevent.sleep(0.6)
     del ballast
     cache.clear()

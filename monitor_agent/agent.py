@@ -158,12 +158,12 @@ class Agent:
         self.events_emitted = 0
         self.events_by_name = {}
         self._faults.clear()
+        if self.detector is not None:
+            self.detector.after_fork_in_child()  # always: it owns locks taken by the before-fork hook
         if not self.started:
             return  # still waiting for the hub's first loop iteration; the child inherits that callback
         for publisher in self._publishers:
             publisher.after_fork_in_child()
-        if self.detector is not None:
-            self.detector.after_fork_in_child()
         self.monitor._on_fork()
 
     # -- events ---------------------------------------------------------------
@@ -278,11 +278,33 @@ def _register_process_hooks() -> None:
     if _hooks_registered:
         return
     _hooks_registered = True
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
     atexit.register(_at_exit)
 
 
+# The agent whose before-fork hook ran, so the after-fork hooks undo exactly that.
+_forking: Optional["Agent"] = None
+
+
+def _before_fork() -> None:
+    global _forking
+    agent = _agent
+    if agent is not None and agent.pid == os.getpid() and agent.detector is not None:
+        agent.detector.before_fork()
+        _forking = agent
+
+
+def _after_fork_in_parent() -> None:
+    global _forking
+    agent, _forking = _forking, None
+    if agent is not None:
+        agent.detector.after_fork_in_parent()
+
+
 def _after_fork_in_child() -> None:
+    global _forking
+    _forking = None
     agent = _agent
     if agent is not None and agent.pid != os.getpid():
         try:

@@ -131,7 +131,10 @@ class EventLoopBlocked(_BlockingEvent):
             with ``file``, ``line``, ``function``, ``code`` and ``app`` (true for
             application code, false for the standard library and installed packages).
         started_at: Epoch seconds when the block began (estimated to within half a heartbeat).
-        detected_by: ``watchdog`` (seen while blocked) or ``heartbeat`` (seen afterwards).
+        detected_by: ``watchdog`` (seen while blocked) or ``heartbeat`` (seen
+            afterwards). On :class:`EventLoopUnblocked` it is ``agent stopped``
+            when the agent was uninstalled (or the process exited) during the
+            block: the duration then runs up to that moment.
         suppressed_before: Reports of this blocking site suppressed by the rate
             limit since its previous report.
         held_gil: True when the watchdog itself was starved: a C call held the

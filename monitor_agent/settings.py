@@ -89,8 +89,8 @@ class Setting(Generic[T]):
             return f"{value:g}"
         return redact_url(str(value)) if self.secret else str(value)
 
-    def resolve(self, overrides: Mapping[str, object], environ: Mapping[str, str]) -> Tuple[T, str]:
-        """Return ``(value, source)`` where source is the keyword, variable or ``default``.
+    def resolve(self, overrides: Mapping[str, object], environ: Mapping[str, str]) -> Tuple[T, str, object]:
+        """Return ``(value, source, raw)``: source is the keyword, the variable or ``default``.
 
         Raises:
             ConfigError: The chosen value does not parse.
@@ -102,12 +102,15 @@ class Setting(Generic[T]):
         elif self.gevent_env and self.gevent_env in environ:
             raw, source = environ[self.gevent_env], self.gevent_env
         else:
-            return self.default_value(), "default"
+            return self.default_value(), "default", None
         try:
-            return self.parse(raw), source
+            return self.parse(raw), source, raw
         except p.Invalid as exc:
-            shown = redact_url(raw) if self.secret and isinstance(raw, str) else raw
-            raise ConfigError(source, shown, str(exc)) from None
+            raise ConfigError(source, self.shown_raw(raw), str(exc)) from None
+
+    def shown_raw(self, raw: object) -> object:
+        """A raw value as it may appear in a message (passwords redacted)."""
+        return redact_url(raw) if self.secret and isinstance(raw, str) else raw
 
     def __repr__(self) -> str:
         return f"<Setting {self.name} ({self.env})>"
@@ -136,9 +139,10 @@ class Settings:
     sample_interval = Setting(
         p.duration(example="5ms or 0.01"), 0.005,
         "How often the stack is sampled while the loop is blocked, for the profile on the unblocked event.")
-    heartbeat_interval = Setting(
-        p.duration(example="5ms or 0.002"), 0.005,
-        "Period of the loop heartbeat timer; sets the resolution of measured durations (±half of it).")
+    heartbeat_interval: Setting[Optional[float]] = Setting(
+        p.duration(example="5ms or 0.002"), None,
+        "Period of the loop heartbeat timer; measured durations are exact to ±half of it. "
+        "Must be at most half the threshold.", default_text="5ms (T/4 when T < 20ms)")
     gil_stacks = Setting(
         p.parse_bool, True,
         "Arm faulthandler.dump_traceback_later so a C call holding the GIL still yields a stack. "
@@ -173,9 +177,11 @@ class Settings:
     disabled_plugins: Setting[Tuple[str, ...]] = Setting(
         p.name_list, (), "Comma-separated entry-point names not to load; * disables all.", default_text="none")
 
-    def __init__(self, values: Dict[str, Any], sources: Dict[str, str]) -> None:
+    def __init__(self, values: Dict[str, Any], sources: Dict[str, str],
+                 raw: Optional[Dict[str, object]] = None) -> None:
         self._values = values
         self.sources = sources
+        self._raw = raw or {}
 
     @classmethod
     def declarations(cls) -> List[Setting[Any]]:
@@ -203,28 +209,25 @@ class Settings:
             raise TypeError(f"install() got an unexpected keyword argument {unknown[0]!r}")
         values: Dict[str, Any] = {}
         sources: Dict[str, str] = {}
+        raw: Dict[str, object] = {}
         for setting in cls.declarations():
-            values[setting.name], sources[setting.name] = setting.resolve(overrides, environ)
-        settings = cls(values, sources)
+            values[setting.name], sources[setting.name], raw[setting.name] = setting.resolve(overrides, environ)
+        settings = cls(values, sources, raw)
         settings._check_together()
         return settings
 
     def _check_together(self) -> None:
         """Checks that involve two settings."""
-        if self.heartbeat_interval > self.max_blocking_time / 2:
-            raise ConfigError(self._where("heartbeat_interval"), Settings.heartbeat_interval.show(
-                self.heartbeat_interval), f"expected at most half of max_blocking_time "
-                f"({self.max_blocking_time:g}s)")
+        if self.heartbeat_interval is not None and self.heartbeat_interval > self.max_blocking_time / 2:
+            raise ConfigError(self.sources["heartbeat_interval"], self._raw["heartbeat_interval"],
+                              f"expected at most half of max_blocking_time ({self.max_blocking_time:g}s)")
 
-    def _where(self, name: str) -> str:
-        source = self.sources[name]
-        return PREFIX + name.upper() if source == "default" else source
-
-    def replace(self, **changes: Any) -> "Settings":
-        """A copy with *changes* applied as already-parsed values."""
-        values = dict(self._values, **changes)
-        sources = dict(self.sources, **{k: "keyword" for k in changes})
-        return type(self)(values, sources)
+    @property
+    def effective_heartbeat_interval(self) -> float:
+        """The heartbeat period in use: the setting, or 5 ms (a quarter of T when T is tiny)."""
+        if self.heartbeat_interval is not None:
+            return self.heartbeat_interval
+        return min(0.005, self.max_blocking_time / 4)
 
     def items(self) -> Iterator[Tuple[Setting[Any], Any]]:
         """Pairs of (declaration, effective value)."""

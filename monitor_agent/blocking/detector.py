@@ -96,7 +96,7 @@ class BlockingDetector:
         self._hub_ref = weakref.ref(hub)
         self.hub_ident: int = hub.thread_ident
         self.threshold: float = settings.max_blocking_time
-        self.interval: float = settings.heartbeat_interval
+        self.interval: float = settings.effective_heartbeat_interval
         self.sample_interval: float = settings.sample_interval
         self.grace_until = _native.monotonic() + settings.startup_grace
         self.greenlet_dump: bool = settings.greenlet_dump
@@ -141,8 +141,16 @@ class BlockingDetector:
             self.tracer.install()
 
     def stop(self) -> None:
-        """Stop everything. Hub-thread parts are handed to the hub when called from elsewhere."""
+        """Stop everything. Hub-thread parts are handed to the hub when called from elsewhere.
+
+        An episode still open (the process is exiting while blocked, or
+        uninstall() was called from another thread during a block) is closed
+        now, so every reported EventLoopBlocked has its EventLoopUnblocked.
+        """
         self.paused = True
+        episode = self.episode
+        if episode is not None:
+            self._close(episode, end=_native.monotonic(), open_at_stop=True)
         if self.gilwatch is not None:
             self.gilwatch.stop()
         if not self._started:
@@ -163,6 +171,16 @@ class BlockingDetector:
     def pause(self) -> None:
         """Stop reporting (interpreter shutdown: the loop no longer runs, and that is fine)."""
         self.paused = True
+
+    def before_fork(self) -> None:
+        """Called in the forking thread just before ``fork()``."""
+        if self.gilwatch is not None:
+            self.gilwatch.before_fork()
+
+    def after_fork_in_parent(self) -> None:
+        """Called in the parent just after ``fork()``."""
+        if self.gilwatch is not None:
+            self.gilwatch.after_fork_in_parent()
 
     def after_fork_in_child(self) -> None:
         """The child starts with no open episode and its own faulthandler file."""
@@ -276,13 +294,15 @@ class BlockingDetector:
                 return end
         return None
 
-    def _close(self, episode: _Episode) -> None:
+    def _close(self, episode: _Episode, end: Optional[float] = None, open_at_stop: bool = False) -> None:
         self.episode = None
-        end = self._gap_end(episode.last_tick) or self.heartbeat.last
+        if end is None:
+            end = self._gap_end(episode.last_tick) or self.heartbeat.last
         duration = max(0.0, end - episode.started)
         self._account(duration)
         if episode.report:
-            self.emit(self._event(EventLoopUnblocked, episode, duration, "watchdog"))
+            self.emit(self._event(EventLoopUnblocked, episode, duration,
+                                  "agent stopped" if open_at_stop else "watchdog"))
 
     def _report_late_gaps(self, dump: Any) -> None:
         """Report blocks the heartbeat measured but the watchdog never saw open."""

@@ -7,6 +7,12 @@ pushing it into the future on every wake, so it fires only when the watchdog
 itself has been starved, and then writes every thread's stack to a temporary
 file. When the watchdog runs again it reads the file; the thread marked
 ``Current thread`` is the one that held the GIL.
+
+Forks need care: faulthandler's timer thread does not survive ``fork()`` but
+its "running" state does, so the child's next re-arm would wait forever, with
+the GIL held, for a thread that is not there. The pending dump is therefore
+cancelled just before every fork (under a lock the re-arm also takes) and
+re-armed afterwards.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import re
 import tempfile
 from typing import Dict, IO, List, Optional, Tuple
 
+from .. import _native
 from .._frames import FrameInfo, is_app_file
 
 __all__ = ["GilWatch", "parse_dump"]
@@ -55,6 +62,8 @@ class GilWatch:
         self.timeout = timeout
         self.dumps = 0
         self._armed_at = -1e9
+        self._armed = False
+        self._lock = _native.allocate_lock()
         self._file: Optional[IO[bytes]] = None
         self._open()
 
@@ -64,9 +73,12 @@ class GilWatch:
 
     def keepalive(self, now: float) -> None:
         """Push the dump deadline forward; called on every watchdog wake (cheap when recent)."""
-        if now - self._armed_at >= self.timeout / 2 and self._file is not None:
-            faulthandler.dump_traceback_later(self.timeout, repeat=False, file=self._file, exit=False)
-            self._armed_at = now
+        if now - self._armed_at < self.timeout / 2 or self._file is None:
+            return
+        with self._lock:
+            if self._file is not None:
+                faulthandler.dump_traceback_later(self.timeout, repeat=False, file=self._file, exit=False)
+                self._armed, self._armed_at = True, now
 
     def collect(self) -> Optional[ThreadStacks]:
         """The stacks of a dump written since the last call, or None."""
@@ -83,14 +95,29 @@ class GilWatch:
 
     def stop(self) -> None:
         """Cancel the pending dump and remove the file."""
-        faulthandler.cancel_dump_traceback_later()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._armed:
+                faulthandler.cancel_dump_traceback_later()
+                self._armed = False
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def before_fork(self) -> None:
+        """Cancel the pending dump so the child does not inherit a timer thread it cannot join."""
+        self._lock.acquire()
+        if self._armed:
+            faulthandler.cancel_dump_traceback_later()
+            self._armed, self._armed_at = False, -1e9
+
+    def after_fork_in_parent(self) -> None:
+        """Let the watchdog re-arm on its next wake."""
+        self._lock.release()
 
     def after_fork_in_child(self) -> None:
-        """faulthandler's timer thread did not survive the fork, and the file is shared: start over."""
+        """New lock, and a new file: the inherited one is shared with the parent."""
+        self._lock = _native.allocate_lock()
         if self._file is not None:
             self._file.close()
-        self._open()
+            self._open()
         self._armed_at = -1e9
