@@ -69,7 +69,11 @@ class _Episode:
         self.held_gil = False
 
 
-def _sample_key(frame: Optional[FrameType]) -> Optional[SampleKey]:
+# A greenlet running a C function directly (gevent.spawn(time.sleep, 1)) has no Python frame.
+NO_PYTHON_FRAME: SampleKey = ("<C code>", 0, "<no Python frame>")
+
+
+def _sample_key(frame: Optional[FrameType]) -> SampleKey:
     """The innermost application frame of a live stack (or the innermost frame)."""
     innermost = frame
     while frame is not None:
@@ -78,7 +82,7 @@ def _sample_key(frame: Optional[FrameType]) -> Optional[SampleKey]:
             return (code.co_filename, frame.f_lineno or 0, code.co_name)
         frame = frame.f_back
     if innermost is None:
-        return None
+        return NO_PYTHON_FRAME
     code = innermost.f_code
     return (code.co_filename, innermost.f_lineno or 0, code.co_name)
 
@@ -282,9 +286,8 @@ class BlockingDetector:
         key = _sample_key(top)
         del top
         now = _native.monotonic()
-        if key is not None:
-            episode.samples += 1
-            episode.weights[key] = episode.weights.get(key, 0.0) + max(0.0, now - episode.last_sample)
+        episode.samples += 1
+        episode.weights[key] = episode.weights.get(key, 0.0) + max(0.0, now - episode.last_sample)
         episode.last_sample = now
 
     def _gap_end(self, last_tick: float) -> Optional[float]:

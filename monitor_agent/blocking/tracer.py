@@ -42,10 +42,12 @@ class SwitchTracer:
         self.calls = 0
         self.reinstalled = 0
         self._faults = LogOnce(log)
+        # One bound-method object, so identity checks against greenlet.gettrace() work.
+        self._trace_function: TraceFunction = self._trace
 
     def install(self) -> None:
         """Install in the calling (hub) thread, chaining to the current tracer."""
-        self.previous = greenlet.settrace(self._trace)
+        self.previous = greenlet.settrace(self._trace_function)
         self.active = True
 
     def _trace(self, event: str, args: Any) -> None:
@@ -61,7 +63,7 @@ class SwitchTracer:
         if not self.active:
             return
         current = greenlet.gettrace()
-        if current is self._trace:
+        if current is self._trace_function:
             return
         before = self.calls
         greenlet.greenlet(lambda: None).switch()  # a probe: does a switch still reach us?
@@ -71,13 +73,13 @@ class SwitchTracer:
         self._faults.warn("replaced", "greenlet.settrace(%r) replaced the monitor_agent tracer without "
                           "chaining to it; re-installed on top of it (counted in stats)", current)
         self.previous = current
-        greenlet.settrace(self._trace)
+        greenlet.settrace(self._trace_function)
 
     def uninstall(self) -> None:
         """Remove only this tracer from the hub thread's chain."""
         if not self.active:
             return
         self.active = False
-        if greenlet.gettrace() is self._trace:
+        if greenlet.gettrace() is self._trace_function:
             greenlet.settrace(self.previous)
         # else: someone chained on top of us; we stay in their chain as a pass-through.

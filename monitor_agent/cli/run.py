@@ -40,7 +40,7 @@ def _options_parser() -> argparse.ArgumentParser:
                         help=f"call gevent.monkey.patch_all() first (sets {PATCH_ALL_ENV}=1)")
     for setting in Settings.declarations():
         parser.add_argument(setting.option, dest=setting.name, metavar="VALUE",
-                            help=f"{setting.help} [{setting.env}]")
+                            help=f"{setting.help} [{setting.env}]".replace("%", "%%"))
     return parser
 
 
@@ -65,23 +65,23 @@ def child_environment(options: Dict[str, str], patch_all: bool,
 
 def main(argv: List[str]) -> int:
     """Validate the options and settings, then exec the program. Returns only on error."""
+    parser = _options_parser()
     if "--" in argv:
         split = argv.index("--")
         own, command = argv[:split], argv[split + 1:]
+    elif argv[:1] in (["-h"], ["--help"]):
+        own, command = argv, []
+    elif argv[:1] and argv[0].startswith("-"):
+        fail("put -- between monitor-agent run's options and the command: "
+             "monitor-agent run [OPTIONS] -- CMD [ARGS...]")
     else:
         own, command = [], argv
-        if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
-            fail("put -- between monitor-agent run's options and the command: "
-                 "monitor-agent run [OPTIONS] -- CMD [ARGS...]")
-    parser = _options_parser()
-    if not command and not own:
-        parser.print_usage(sys.stderr)
-        fail("no command given")
     try:
         args = parser.parse_args(own)
     except SystemExit as exc:
         return int(exc.code or 0)
     if not command:
+        parser.print_usage(sys.stderr)
         fail("no command given after --")
     options = {s.name: getattr(args, s.name) for s in Settings.declarations() if getattr(args, s.name) is not None}
     env = child_environment(options, args.patch_all)
