@@ -4,15 +4,24 @@
 working directory at install time). The file is created with mode 0600 and
 opened with ``O_APPEND``, so several processes (gunicorn workers, forked
 children) can share one file: each line is a single ``write()``.
+
+It can also receive: :meth:`JsonlTransport.start_accepting_events` follows the
+file like ``tail -f`` (from its current end) in a native thread, so
+``monitor-agent listen jsonl:events.jsonl`` shows what every process appending
+to it reports.
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
-from .. import wire
+from .. import _native, wire
+from .._logonce import LogOnce
 from .base import BaseEventTransport
+
+log = logging.getLogger("monitor_agent.transports")
 
 __all__ = ["JsonlTransport", "jsonl_path"]
 
@@ -38,17 +47,22 @@ def jsonl_path(url: str) -> str:
 
 
 class JsonlTransport(BaseEventTransport):
-    """Appends each envelope as one JSON line to a file created with mode 0600."""
+    """Appends each envelope as one JSON line to a file created with mode 0600; can follow it too."""
 
     scheme = "jsonl"
+    can_receive = True
+    poll_interval = 0.1
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, for_reading: bool = False) -> None:
         super().__init__(url)
         self.path = jsonl_path(url)
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             raise ValueError(f"directory {directory!r} does not exist")
-        self._fd = self._open()
+        self._fd = -1 if for_reading else self._open()
+        self._following = False
+        self._follow_done = _native.allocate_lock()
+        self._faults = LogOnce(log)
 
     def _open(self) -> int:
         try:
@@ -76,6 +90,62 @@ class JsonlTransport(BaseEventTransport):
         except OSError:
             pass
         self._fd = self._open()
+
+
+    # -- receiving -------------------------------------------------------------
+
+    def start_accepting_events(self) -> None:
+        """Follow the file from its current end in a native thread, dispatching each new envelope."""
+        if self._following:
+            return
+        self._following = True
+        self._follow_done.acquire()
+        _native.start_new_thread(self._follow, ())
+
+    def stop_accepting_events(self) -> None:
+        """Stop following; returns when the thread has finished (or after a second)."""
+        if self._following:
+            self._following = False
+            if self._follow_done.acquire(True, 1.0):
+                self._follow_done.release()
+
+    def _follow(self) -> None:
+        position: Optional[int] = None
+        pending = b""
+        try:
+            while self._following:
+                try:
+                    size = os.stat(self.path).st_size
+                except FileNotFoundError:
+                    size = 0
+                if position is None:
+                    position = size
+                if size < position:  # truncated or replaced: start over
+                    position, pending = 0, b""
+                if size > position:
+                    with open(self.path, "rb") as f:
+                        f.seek(position)
+                        chunk = f.read(size - position)
+                    position += len(chunk)
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        self._receive(line)
+                else:
+                    _native.sleep(self.poll_interval)
+        finally:
+            self._follow_done.release()
+
+    def _receive(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            envelope = wire.decode(line)
+        except wire.InvalidEnvelope as exc:
+            self.malformed += 1
+            self._faults.warn("malformed", "skipping a line of %s that is not an envelope (%s); such lines "
+                              "are counted, not fatal", self.path, exc)
+            return
+        self.on_event_received(envelope["event"], envelope)
 
 
 def factory(url: str, **options: Any) -> JsonlTransport:
