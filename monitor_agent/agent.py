@@ -93,16 +93,13 @@ class Agent:
     # -- lifecycle ----------------------------------------------------------
 
     def _start(self) -> None:
-        for publisher in self._publishers:
-            publisher.start()
+        """Attach to the hub (at install); threads and heartbeat wait for the hub's first loop iteration."""
         previous = self.hub.periodic_monitoring_thread
         if previous is not None and previous is not self.monitor:
             # gevent's own monitor (GEVENT_MONITOR_THREAD_ENABLE=1): one is enough.
             log.info("replacing gevent's periodic monitoring thread %r", previous)
             previous.kill()
         self.hub.periodic_monitoring_thread = self.monitor
-        if self.detector is not None:
-            self.detector.start()
         if self.memory is not None:
             self.monitor.add_monitoring_function(self.memory, self.settings.memory_monitor_period)
         try:

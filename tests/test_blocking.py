@@ -27,11 +27,17 @@ def busy(seconds: float) -> None:
 
 
 def _calibrated_sum_size(seconds: float) -> int:
-    """How many integers sum(range(n)) must add to hold the GIL for about *seconds*."""
-    n = 2_000_000
+    """How many integers sum(range(n)) must add to hold the GIL for about *seconds*.
+
+    Calibrating blocks the loop briefly itself; the loop is given time to tick
+    afterwards, so that this does not merge with the block under test.
+    """
+    n = 1_000_000
     started = time.perf_counter()
     sum(range(n))
-    return int(n * seconds / max(time.perf_counter() - started, 1e-6))
+    size = int(n * seconds / max(time.perf_counter() - started, 1e-6))
+    gevent.sleep(0.05)
+    return size
 
 
 @pytest.fixture

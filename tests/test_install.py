@@ -157,3 +157,25 @@ def test_monitor_starts_only_when_the_hub_runs() -> None:
     agent = monitor_agent.install(transports="")
     assert not agent.monitor.running
     wait_until(lambda: agent.monitor.running, 2)
+
+
+def test_startup_work_before_the_hub_runs_is_not_a_block(tmp_path) -> None:
+    """Regression: work between install() and the hub's first run (imports, patch_all) is not reported,
+    and no agent thread exists before the hub runs."""
+    out = tmp_path / "e.jsonl"
+    code = f"""
+        import os, time, monitor_agent
+        agent = monitor_agent.install(transports="jsonl:{out}")
+        threads_before = len(os.listdir("/proc/self/task"))
+        end = time.perf_counter() + 0.4
+        while time.perf_counter() < end:   # start-up work: the loop has never run
+            pass
+        import gevent
+        gevent.sleep(0.2)
+        print(threads_before, len(os.listdir("/proc/self/task")) > threads_before, agent.stats()["blocking"]["episodes"])
+    """
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[1:] == ["True", "0"]
+    assert int(result.stdout.split()[0]) == 1, "no agent thread before the hub first runs"
+    assert not out.read_text()
