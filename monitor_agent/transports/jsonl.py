@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from .. import _native, wire
@@ -100,7 +100,13 @@ class JsonlTransport(BaseEventTransport):
             return
         self._following = True
         self._follow_done.acquire()
-        _native.start_new_thread(self._follow, ())
+        # Take the starting offset now, not in the thread: lines appended as
+        # soon as this returns must be seen.
+        try:
+            start = os.stat(self.path).st_size
+        except FileNotFoundError:
+            start = 0
+        _native.start_new_thread(self._follow, (start,))
 
     def stop_accepting_events(self) -> None:
         """Stop following; returns when the thread has finished (or after a second)."""
@@ -109,8 +115,7 @@ class JsonlTransport(BaseEventTransport):
             if self._follow_done.acquire(True, 1.0):
                 self._follow_done.release()
 
-    def _follow(self) -> None:
-        position: Optional[int] = None
+    def _follow(self, position: int) -> None:
         pending = b""
         try:
             while self._following:
@@ -118,8 +123,6 @@ class JsonlTransport(BaseEventTransport):
                     size = os.stat(self.path).st_size
                 except FileNotFoundError:
                     size = 0
-                if position is None:
-                    position = size
                 if size < position:  # truncated or replaced: start over
                     position, pending = 0, b""
                 if size > position:
