@@ -20,14 +20,14 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import hashlib  # noqa: E402
-import re  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
+import hashlib
+import re
+import time
+import urllib.request
 
-import gevent  # noqa: E402
-import gevent.pool  # noqa: E402
-import gevent.pywsgi  # noqa: E402
+import gevent
+import gevent.pool
+import gevent.pywsgi
 
 PAGES = 60
 _unpatched_sleep = monkey.get_original("time", "sleep")

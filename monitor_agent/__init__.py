@@ -16,7 +16,6 @@ from .settings import Settings
 from .transports.base import BaseEventTransport, TransportUnavailable
 
 __all__ = [
-    "__version__",
     "Agent",
     "BaseEventTransport",
     "ConfigError",
@@ -26,6 +25,7 @@ __all__ = [
     "MemoryUsageUnderThreshold",
     "Settings",
     "TransportUnavailable",
+    "__version__",
     "get_agent",
     "ignore_blocking",
     "install",

@@ -11,14 +11,16 @@ import os
 import sys
 import sysconfig
 from types import FrameType
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import gevent
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on interpreter
     from typing import TypedDict
 else:  # pragma: no cover
     from typing_extensions import TypedDict
 
-__all__ = ["FrameInfo", "extract_stack", "format_stack", "fingerprint", "is_app_file", "culprit_frame"]
+__all__ = ["FrameInfo", "culprit_frame", "extract_stack", "fingerprint", "format_stack", "is_app_file"]
 
 
 class FrameInfo(TypedDict):
@@ -44,8 +46,7 @@ def _library_dirs() -> Tuple[str, ...]:
     for path in sys.path:
         if path.endswith(("site-packages", "dist-packages")):
             dirs.add(os.path.abspath(path) + os.sep)
-    import gevent
-    dirs.add(os.path.dirname(os.path.abspath(gevent.__file__)) + os.sep)
+    dirs.add(os.path.dirname(os.path.abspath(str(gevent.__file__))) + os.sep)
     return tuple(sorted(dirs))
 
 
@@ -70,10 +71,12 @@ def _is_agent(filename: str) -> bool:
     return filename.startswith(_AGENT_DIR)
 
 
-_HUB_FILE = os.path.join(os.path.dirname(os.path.abspath(__import__("gevent").__file__)), "hub.py")
+GEVENT_DIR = os.path.dirname(os.path.abspath(str(gevent.__file__)))
+# gevent's Hub.run: the outermost frame of every hub callback.
+HUB_FILE = os.path.join(GEVENT_DIR, "hub.py")
 
 
-def extract_stack(frame: Optional[FrameType], limit: int = 64) -> List[FrameInfo]:
+def extract_stack(frame: FrameType | None, limit: int = 64) -> List[FrameInfo]:
     """Return the stack ending at *frame*, outermost first, trimmed for people.
 
     The agent's own frames are dropped, and so are the outermost frames of
@@ -88,20 +91,20 @@ def extract_stack(frame: Optional[FrameType], limit: int = 64) -> List[FrameInfo
             raw.append((filename, frame.f_lineno or 0, code.co_name))
         frame = frame.f_back
     raw.reverse()
-    while raw and raw[0][0] == _HUB_FILE:
+    while raw and raw[0][0] == HUB_FILE:
         del raw[0]
     return [FrameInfo(file=f, line=n, function=fn, code=linecache.getline(f, n).strip(), app=is_app_file(f))
             for f, n, fn in raw]
 
 
-def bottom_frame(frame: Optional[FrameType]) -> Optional[FrameType]:
+def bottom_frame(frame: FrameType | None) -> FrameType | None:
     """The outermost frame of the stack containing *frame* (a greenlet's entry point)."""
     while frame is not None and frame.f_back is not None:
         frame = frame.f_back
     return frame
 
 
-def culprit_frame(stack: Sequence[FrameInfo]) -> Optional[FrameInfo]:
+def culprit_frame(stack: Sequence[FrameInfo]) -> FrameInfo | None:
     """The innermost application frame, or the innermost frame when none is application code."""
     for info in reversed(stack):
         if info["app"]:
@@ -133,7 +136,7 @@ def format_stack(stack: Iterable[FrameInfo]) -> List[str]:
     return lines
 
 
-def frame_label(info: Optional[FrameInfo]) -> str:
+def frame_label(info: FrameInfo | None) -> str:
     """``function (file:line)`` with the file shortened to its base name."""
     if info is None:
         return "?"

@@ -15,17 +15,17 @@ from typing import Callable, Iterable, Optional, Tuple
 
 __all__ = [
     "Invalid",
-    "parse_bool",
-    "duration",
-    "size",
-    "integer",
-    "fraction",
-    "rate",
     "choice",
+    "duration",
+    "fraction",
+    "integer",
     "name_list",
-    "url_list",
-    "text",
+    "parse_bool",
     "physical_memory",
+    "rate",
+    "size",
+    "text",
+    "url_list",
 ]
 
 
@@ -118,7 +118,7 @@ def physical_memory() -> int:
     return total
 
 
-def size(*, allow_percent: bool = True, allow_off: bool = False, minimum: int = 1) -> Callable[[object], Optional[int]]:
+def size(*, allow_percent: bool = True, allow_off: bool = False, minimum: int = 1) -> Callable[[object], int | None]:
     """Return a parser for a byte count: ``1048576``, ``512MB``, ``1.5GiB`` or ``80%``.
 
     ``kb``/``mb``/``gb`` are multiples of 1024 (gevent's meaning). ``N%`` is a
@@ -135,7 +135,7 @@ def size(*, allow_percent: bool = True, allow_off: bool = False, minimum: int = 
     if allow_off:
         form += ", or off"
 
-    def parse(value: object) -> Optional[int]:
+    def parse(value: object) -> int | None:
         if isinstance(value, bool):
             raise Invalid(form)
         if value is None and allow_off:

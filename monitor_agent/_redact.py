@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["redact_url", "redact_text", "REDACTED"]
+__all__ = ["REDACTED", "redact_text", "redact_url"]
 
 REDACTED = "***"
 

@@ -1,14 +1,14 @@
 """One readable line per event, shared by the log transport and ``monitor-agent listen``."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from ._frames import FrameInfo, culprit_frame, frame_label
 
-__all__ = ["summarize", "format_bytes"]
+__all__ = ["format_bytes", "summarize"]
 
 
-def format_bytes(n: Optional[float]) -> str:
+def format_bytes(n: float | None) -> str:
     """``1536`` -> ``1.5KiB``."""
     if n is None:
         return "?"
@@ -22,7 +22,7 @@ def format_bytes(n: Optional[float]) -> str:
 
 def _culprit(data: Mapping[str, Any]) -> str:
     stack = data.get("stack") or []
-    frame: Optional[FrameInfo] = culprit_frame(stack) if isinstance(stack, list) and stack else None
+    frame: FrameInfo | None = culprit_frame(stack) if isinstance(stack, list) and stack else None
     who = data.get("greenlet") or data.get("culprit") or "?"
     return f"{who} at {frame_label(frame)}" if frame else str(who)
 

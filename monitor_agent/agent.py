@@ -18,7 +18,7 @@ import atexit
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import gevent
 import gevent.events as gevent_events
@@ -34,12 +34,12 @@ from .settings import Settings
 from .transports.base import BaseEventTransport
 from .transports.publisher import Publisher
 
-__all__ = ["Agent", "install", "uninstall", "get_agent"]
+__all__ = ["Agent", "get_agent", "install", "uninstall"]
 
 log = logging.getLogger("monitor_agent")
 
 _install_lock = _native.allocate_lock()
-_agent: Optional["Agent"] = None
+_agent: "Agent" | None = None
 _hooks_registered = False
 
 
@@ -85,7 +85,7 @@ class Agent:
         if self.detector is not None:
             self.monitor.on_ignore(self.detector.ignore_current_greenlet)
 
-        self.memory: Optional[MemoryMonitor] = None
+        self.memory: MemoryMonitor | None = None
         if settings.max_memory_usage:
             self.memory = MemoryMonitor(settings.max_memory_usage, low_water=settings.memory_low_water,
                                         measure=settings.memory_measure, emit=self.emit)
@@ -104,7 +104,7 @@ class Agent:
             self.monitor.add_monitoring_function(self.memory, self.settings.memory_monitor_period)
         try:
             gevent_events.notify_and_call_entry_points(gevent_events.PeriodicMonitorThreadStartedEvent(self.monitor))
-        except Exception:  # noqa: BLE001 - a gevent plugin's fault is its own
+        except Exception:
             log.warning("a subscriber or gevent plugin failed on PeriodicMonitorThreadStartedEvent", exc_info=True)
         # Like gevent's own monitor, the threads start when the hub first runs:
         # a process that never runs its hub (a gunicorn master) stays quiet.
@@ -232,7 +232,7 @@ class Agent:
             "plugins": {f"{r.group}:{r.name}": r.state for r in self.plugins.records},
         }
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Wait until every transport's queue is empty (default: the flush timeout)."""
         timeout = self.settings.flush_timeout if timeout is None else timeout
         deadline = _native.monotonic() + timeout
@@ -281,7 +281,7 @@ def _register_process_hooks() -> None:
 
 
 # The agent whose before-fork hook ran, so the after-fork hooks undo exactly that.
-_forking: Optional["Agent"] = None
+_forking: "Agent" | None = None
 
 
 def _before_fork() -> None:
@@ -306,7 +306,7 @@ def _after_fork_in_child() -> None:
     if agent is not None and agent.pid != os.getpid():
         try:
             agent._after_fork_in_child()
-        except Exception:  # noqa: BLE001 - never break the child
+        except Exception:
             log.warning("monitor_agent could not restart in the forked child", exc_info=True)
 
 
@@ -316,12 +316,12 @@ def _at_exit() -> None:
         uninstall()
 
 
-def get_agent() -> Optional[Agent]:
+def get_agent() -> Agent | None:
     """The installed agent, or None."""
     return _agent
 
 
-def install(**settings: Any) -> Optional[Agent]:
+def install(**settings: Any) -> Agent | None:
     """Install the agent in this process (idempotent). Call once at start-up.
 
     Call it in the thread that runs the hub, before or after
@@ -361,7 +361,7 @@ def install(**settings: Any) -> Optional[Agent]:
     return agent
 
 
-def uninstall(timeout: Optional[float] = None) -> bool:
+def uninstall(timeout: float | None = None) -> bool:
     """Stop the agent: threads, heartbeat, hub attachment; flush transports.
 
     Args:
@@ -378,6 +378,6 @@ def uninstall(timeout: Optional[float] = None) -> bool:
         return True
     try:
         return agent._stop(agent.settings.flush_timeout if timeout is None else timeout)
-    except Exception:  # noqa: BLE001 - uninstall is called at exit; never raise there
+    except Exception:
         log.warning("monitor_agent did not stop cleanly", exc_info=True)
         return False

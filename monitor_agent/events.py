@@ -11,7 +11,7 @@ Each event also knows its wire form: :attr:`event_name` (gemstone-compatible) an
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, List, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Sequence
 
 import gevent.events as gevent_events
 from zope.interface import Attribute, implementer
@@ -19,15 +19,15 @@ from zope.interface import Attribute, implementer
 from ._frames import FrameInfo, format_stack
 
 __all__ = [
-    "EventLoopBlocked",
-    "EventLoopUnblocked",
-    "MemoryUsageThresholdExceeded",
-    "MemoryUsageUnderThreshold",
-    "IEventLoopUnblocked",
     "BLOCKED",
-    "UNBLOCKED",
     "MEMORY_EXCEEDED",
     "MEMORY_UNDER",
+    "UNBLOCKED",
+    "EventLoopBlocked",
+    "EventLoopUnblocked",
+    "IEventLoopUnblocked",
+    "MemoryUsageThresholdExceeded",
+    "MemoryUsageUnderThreshold",
 ]
 
 BLOCKED = "gevent.event_loop_blocked"
@@ -49,10 +49,10 @@ class Culprit:
             ``spawning_stack``, when spawn-tree tracking is on), innermost last.
     """
 
-    __slots__ = ("kind", "greenlet", "name", "spawned_at")
+    __slots__ = ("greenlet", "kind", "name", "spawned_at")
 
-    def __init__(self, kind: str, greenlet: Any = None, name: Optional[str] = None,
-                 spawned_at: Optional[List[FrameInfo]] = None) -> None:
+    def __init__(self, kind: str, greenlet: Any = None, name: str | None = None,
+                 spawned_at: List[FrameInfo] | None = None) -> None:
         self.kind = kind
         self.greenlet = greenlet
         self.name = name

@@ -15,7 +15,7 @@ measures itself, not its parent.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 from .events import MemoryUsageThresholdExceeded, MemoryUsageUnderThreshold
 
@@ -43,7 +43,7 @@ class MemoryMonitor:
         self.emit = emit
         self.peak = 0  # highest usage seen in the current episode; 0 when not in one
         self.reported_peak = 0  # usage carried by the last Exceeded event of the episode
-        self.last_usage: Optional[int] = None
+        self.last_usage: int | None = None
         self.checks = 0
         self._process: Any = None
         self._pid = 0

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, List, Protocol
 
 from gevent.events import IPeriodicMonitorThread
 from zope.interface import implementer
@@ -31,7 +31,7 @@ from zope.interface import implementer
 from . import _native
 from ._logonce import LogOnce
 
-__all__ = ["MonitorThread", "Watchdog", "MonitoringFunction"]
+__all__ = ["MonitorThread", "MonitoringFunction", "Watchdog"]
 
 log = logging.getLogger("monitor_agent.monitor")
 
@@ -55,7 +55,7 @@ def _name_of(function: MonitoringFunction) -> str:
 
 
 class _Entry:
-    __slots__ = ("function", "period", "next_due", "name", "runs", "errors", "max_duration")
+    __slots__ = ("errors", "function", "max_duration", "name", "next_due", "period", "runs")
 
     def __init__(self, function: MonitoringFunction, period: float, now: float) -> None:
         self.function = function
@@ -79,7 +79,7 @@ class MonitorThread:
     # The longest the periodic thread sleeps with nothing scheduled.
     inactive_sleep_time = 1.0
 
-    def __init__(self, hub: Any, watchdog: Optional[Watchdog] = None) -> None:
+    def __init__(self, hub: Any, watchdog: Watchdog | None = None) -> None:
         self._hub_ref = weakref.ref(hub, self._on_hub_gc)
         self.hub_thread_ident: int = hub.thread_ident
         self.watchdog = watchdog
@@ -88,8 +88,8 @@ class MonitorThread:
         self._ignore_callbacks: List[Callable[[bool], None]] = []
         self.should_run = False
         self.pid = os.getpid()
-        self.monitor_thread_ident: Optional[int] = None
-        self.watchdog_thread_ident: Optional[int] = None
+        self.monitor_thread_ident: int | None = None
+        self.watchdog_thread_ident: int | None = None
         self._new_thread_state()
 
     def _new_thread_state(self) -> None:
@@ -155,7 +155,7 @@ class MonitorThread:
 
     # -- IPeriodicMonitorThread ---------------------------------------------
 
-    def add_monitoring_function(self, function: MonitoringFunction, period: Optional[float]) -> None:
+    def add_monitoring_function(self, function: MonitoringFunction, period: float | None) -> None:
         """Call ``function(hub)`` about every *period* seconds in the monitor thread.
 
         Args:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 from importlib import metadata
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from .errors import ConfigError
 
-__all__ = ["TRANSPORTS_GROUP", "PLUGINS_GROUP", "PluginRecord", "PluginRegistry", "BUILTIN_SCHEMES"]
+__all__ = ["BUILTIN_SCHEMES", "PLUGINS_GROUP", "TRANSPORTS_GROUP", "PluginRecord", "PluginRegistry"]
 
 log = logging.getLogger("monitor_agent.plugins")
 
@@ -53,9 +53,9 @@ class PluginRecord:
         self.name: str = entry_point.name
         self.value: str = entry_point.value
         dist = getattr(entry_point, "dist", None)
-        self.distribution: Optional[str] = f"{dist.name} {dist.version}" if dist is not None else None
+        self.distribution: str | None = f"{dist.name} {dist.version}" if dist is not None else None
         self.state = FOUND
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.obj: Any = None
 
     def load(self) -> Any:
@@ -71,7 +71,7 @@ class PluginRecord:
             self.state = FAILED if own else MISSING_DEPENDENCY
             self.error = f"{type(exc).__name__}: {exc}"
             raise
-        except Exception as exc:  # noqa: BLE001 - recorded and re-raised
+        except Exception as exc:
             self.state, self.error = FAILED, f"{type(exc).__name__}: {exc}"
             raise
         if not callable(obj):
@@ -91,11 +91,9 @@ class PluginRecord:
 
 
 def _builtin_factory(scheme: str) -> Callable[..., Any]:
-    if scheme == "log":
-        from .transports.log import factory
-    else:
-        from .transports.jsonl import factory
-    return factory
+    from .transports import jsonl, log
+
+    return log.factory if scheme == "log" else jsonl.factory
 
 
 class PluginRegistry:
@@ -111,7 +109,7 @@ class PluginRegistry:
         try:
             eps = metadata.entry_points()
             found = list(eps.select(group=TRANSPORTS_GROUP)) + list(eps.select(group=PLUGINS_GROUP))
-        except Exception:  # noqa: BLE001 - broken metadata must not stop the agent
+        except Exception:
             log.warning("could not read entry points", exc_info=True)
             found = []
         seen = set()
@@ -135,7 +133,7 @@ class PluginRegistry:
         return list(BUILTIN_SCHEMES) + [r.name for r in self.records
                                         if r.group == TRANSPORTS_GROUP and r.state not in (DISABLED, SHADOWED)]
 
-    def _transport_record(self, scheme: str) -> Optional[PluginRecord]:
+    def _transport_record(self, scheme: str) -> PluginRecord | None:
         for record in self.records:
             if record.group == TRANSPORTS_GROUP and record.name == scheme:
                 return record
@@ -188,7 +186,7 @@ class PluginRegistry:
                 setup(agent)
             except ConfigError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 record.state, record.error = FAILED, f"{type(exc).__name__}: {exc}"
                 log.warning("plugin %s failed during setup and is skipped: %s", record.label(), record.error,
                             exc_info=True)

@@ -11,13 +11,13 @@ Precedence, highest first: keyword argument to ``install()``, the
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union, overload
+from typing import Any, Callable, Dict, Generic, Iterator, List, Mapping, Tuple, TypeVar, Union, overload
 
 from . import _parsers as p
 from ._redact import redact_url
 from .errors import ConfigError
 
-__all__ = ["Setting", "Settings", "PREFIX"]
+__all__ = ["PREFIX", "Setting", "Settings"]
 
 PREFIX = "MONITOR_AGENT_"
 T = TypeVar("T")
@@ -42,7 +42,7 @@ class Setting(Generic[T]):
     env: str
 
     def __init__(self, parse: Callable[[object], T], default: Union[T, Callable[[], T]], help: str, *,
-                 gevent_env: Optional[str] = None, default_text: Optional[str] = None,
+                 gevent_env: str | None = None, default_text: str | None = None,
                  secret: bool = False) -> None:
         self.parse = parse
         self.default = default
@@ -60,7 +60,7 @@ class Setting(Generic[T]):
     @overload
     def __get__(self, obj: "Settings", owner: type) -> T: ...
 
-    def __get__(self, obj: Optional["Settings"], owner: type) -> Union["Setting[T]", T]:
+    def __get__(self, obj: "Settings" | None, owner: type) -> Union["Setting[T]", T]:
         if obj is None:
             return self
         return obj._values[self.name]  # type: ignore[no-any-return]
@@ -139,7 +139,7 @@ class Settings:
     sample_interval = Setting(
         p.duration(example="5ms or 0.01"), 0.005,
         "How often the stack is sampled while the loop is blocked, for the profile on the unblocked event.")
-    heartbeat_interval: Setting[Optional[float]] = Setting(
+    heartbeat_interval: Setting[float | None] = Setting(
         p.duration(example="5ms or 0.002"), None,
         "Period of the loop heartbeat timer; measured durations are exact to ±half of it. "
         "Must be at most half the threshold.", default_text="5ms (T/4 when T < 20ms)")
@@ -149,7 +149,7 @@ class Settings:
         "Turn off if the application uses dump_traceback_later itself.")
     greenlet_dump = Setting(
         p.parse_bool, False, "Attach gevent's full greenlet tree to blocked events (walks every object: slow).")
-    max_memory_usage: Setting[Optional[int]] = Setting(
+    max_memory_usage: Setting[int | None] = Setting(
         p.size(allow_off=True), None, "Memory threshold: bytes, 512MB, 1.5GiB or 80% of physical memory.",
         gevent_env="GEVENT_MONITOR_MEMORY_MAX")
     memory_low_water = Setting(
@@ -169,7 +169,7 @@ class Settings:
         "Bound of each transport's queue; when full the oldest event is dropped and counted.")
     flush_timeout = Setting(
         p.duration(example="2s or 500ms"), 2.0, "How long uninstall() and interpreter exit wait for queued events.")
-    max_event_size: Setting[Optional[int]] = Setting(
+    max_event_size: Setting[int | None] = Setting(
         p.size(allow_percent=False, minimum=1024), 64 * 1024,
         "Cap on one event body; stacks are truncated to fit.", default_text="64KiB")
     service = Setting(p.text(), p.program_name, "Service name put on every event.",
@@ -178,7 +178,7 @@ class Settings:
         p.name_list, (), "Comma-separated entry-point names not to load; * disables all.", default_text="none")
 
     def __init__(self, values: Dict[str, Any], sources: Dict[str, str],
-                 raw: Optional[Dict[str, object]] = None) -> None:
+                 raw: Dict[str, object] | None = None) -> None:
         self._values = values
         self.sources = sources
         self._raw = raw or {}
@@ -189,8 +189,8 @@ class Settings:
         return [v for v in vars(cls).values() if isinstance(v, Setting)]
 
     @classmethod
-    def load(cls, overrides: Optional[Mapping[str, object]] = None,
-             environ: Optional[Mapping[str, str]] = None) -> "Settings":
+    def load(cls, overrides: Mapping[str, object] | None = None,
+             environ: Mapping[str, str] | None = None) -> "Settings":
         """Resolve every setting from keywords, the environment and defaults.
 
         Args:

@@ -19,12 +19,20 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping
 
 from ._version import __version__
 
-__all__ = ["SCHEMA", "EVENT_NAMES", "build_envelope", "encode", "decode", "validate_envelope",
-           "InvalidEnvelope", "reset_after_fork"]
+__all__ = [
+    "EVENT_NAMES",
+    "SCHEMA",
+    "InvalidEnvelope",
+    "build_envelope",
+    "decode",
+    "encode",
+    "reset_after_fork",
+    "validate_envelope",
+]
 
 SCHEMA = 1
 EVENT_NAMES = frozenset({
@@ -103,7 +111,7 @@ def _shrink(data: Dict[str, Any]) -> bool:
 
 
 def build_envelope(event_name: str, data: Mapping[str, Any], *, service: str,
-                   max_size: Optional[int] = None) -> Dict[str, Any]:
+                   max_size: int | None = None) -> Dict[str, Any]:
     """Build the envelope for one event.
 
     Args:

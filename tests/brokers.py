@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import pytest
 
@@ -79,13 +79,13 @@ class RedisServer:
         tls: ``(cert, key, ca)`` paths to serve TLS on the port instead of plain TCP.
     """
 
-    def __init__(self, password: Optional[str] = None, tls: Optional[Tuple[str, str, str]] = None) -> None:
+    def __init__(self, password: str | None = None, tls: Tuple[str, str, str] | None = None) -> None:
         self.binary = require_program("redis-server")
         self.port = free_port()
         self.password = password
         self.tls = tls
         self.dir = tempfile.mkdtemp(prefix="ma-redis-")
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
     def argv(self) -> List[str]:
         args = [self.binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir,

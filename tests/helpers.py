@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import gevent
 
@@ -24,15 +24,15 @@ def clean_environ(**overrides: str) -> Dict[str, str]:
     return env
 
 
-def run_python(code: str, *, env: Optional[Mapping[str, str]] = None, args: Sequence[str] = (),
-               timeout: float = 60, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
+def run_python(code: str, *, env: Mapping[str, str] | None = None, args: Sequence[str] = (),
+               timeout: float = 60, cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run *code* (dedented) in a fresh interpreter; return the completed process (text output)."""
     return subprocess.run([PYTHON, "-c", textwrap.dedent(code), *args], env=dict(env or clean_environ()),
                           capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
-def run_cli(*args: str, env: Optional[Mapping[str, str]] = None, timeout: float = 60,
-            input: Optional[str] = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess:
     """Run ``monitor-agent ARGS`` (as ``python -m monitor_agent.cli``)."""
     return subprocess.run([PYTHON, "-m", "monitor_agent.cli", *args], env=dict(env or clean_environ()),
                           capture_output=True, text=True, timeout=timeout, input=input)

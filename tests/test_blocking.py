@@ -98,7 +98,7 @@ class TestBlockKinds:
         """The main greenlet itself blocking."""
         unpatched_sleep(0.3)
         gevent.sleep(0.05)
-        blocked, unblocked = one_episode(events)
+        blocked, _ = one_episode(events)
         assert blocked.culprit.kind == "main" and blocked.greenlet is gevent.get_hub().parent
         assert functions(blocked)[-1] == "test_main_greenlet"
 
@@ -178,7 +178,7 @@ class TestBlockKinds:
             unpatched_sleep(1.0)
 
         gevent.spawn(long_culprit).join()
-        blocked, unblocked = one_episode(events)
+        _, unblocked = one_episode(events)
         assert 0.97 < unblocked.blocking_time < 1.06
         assert unblocked.samples > 50
 

@@ -172,7 +172,8 @@ def test_startup_work_before_the_hub_runs_is_not_a_block(tmp_path) -> None:
             pass
         import gevent
         gevent.sleep(0.2)
-        print(threads_before, len(os.listdir("/proc/self/task")) > threads_before, agent.stats()["blocking"]["episodes"])
+        threads_after = len(os.listdir("/proc/self/task"))
+        print(threads_before, threads_after > threads_before, agent.stats()["blocking"]["episodes"])
     """
     result = run_python(code)
     assert result.returncode == 0, result.stderr

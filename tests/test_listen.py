@@ -38,7 +38,8 @@ def test_lines_from_several_processes_and_malformed_skipped(tmp_path) -> None:
     assert proc.returncode == 0, err
     lines = out.splitlines()
     assert len(lines) == 4
-    assert sum(line.startswith("api[") for line in lines) == 2 and sum(line.startswith("worker[") for line in lines) == 2
+    assert sum(line.startswith("api[") for line in lines) == 2
+    assert sum(line.startswith("worker[") for line in lines) == 2
     for service in ("api", "worker"):
         mine = [line for line in lines if line.startswith(service + "[")]
         assert "event loop blocked" in mine[0] and "event loop unblocked after" in mine[1]

@@ -58,7 +58,7 @@ class TestAddMonitoringFunction:
 
     def test_updating_period(self, agent) -> None:
         """Adding the same function again changes its period."""
-        fn = lambda hub: None  # noqa: E731
+        fn = lambda hub: None
         agent.monitor.add_monitoring_function(fn, 5)
         agent.monitor.add_monitoring_function(fn, 2)
         assert [p for f, p in agent.monitor.monitoring_functions() if f is fn] == [2]

@@ -10,7 +10,7 @@ import os
 import sys
 
 
-def _chain_to_shadowed_sitecustomize():
+def _chain_to_shadowed_sitecustomize() -> None:
     """Run the next ``sitecustomize`` on sys.path, which this module hides."""
     import importlib.machinery
     import importlib.util
@@ -29,7 +29,7 @@ def _chain_to_shadowed_sitecustomize():
             globals().setdefault(name, value)
 
 
-def _bootstrap():
+def _bootstrap() -> None:
     if os.environ.get("MONITOR_AGENT_PATCH_ALL") == "1":
         from gevent import monkey
 
@@ -50,4 +50,3 @@ def _bootstrap():
 
 
 _bootstrap()
-del _bootstrap, _chain_to_shadowed_sitecustomize

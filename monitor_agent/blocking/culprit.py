@@ -20,23 +20,21 @@ from __future__ import annotations
 
 import functools
 import linecache
-import os
 import weakref
 from types import CodeType, FrameType
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import greenlet as greenlet_module
 
-from .._frames import FrameInfo, bottom_frame, is_app_file
+from .._frames import HUB_FILE, FrameInfo, bottom_frame, is_app_file
 from ..events import Culprit
 
 __all__ = ["CulpritFinder"]
 
-_HUB_FILE = os.path.join(os.path.dirname(os.path.abspath(__import__("gevent").__file__)), "hub.py")
 _active = greenlet_module.greenlet.__bool__  # started and not dead, ignoring gevent's override
 
 
-def _entry_code(run: Any) -> Optional[CodeType]:
+def _entry_code(run: Any) -> CodeType | None:
     """The code object of the first Python frame a greenlet running *run* will have."""
     for _ in range(4):
         code = getattr(run, "__code__", None)
@@ -46,14 +44,14 @@ def _entry_code(run: Any) -> Optional[CodeType]:
             run = run.__func__
         elif isinstance(run, functools.partial):
             run = run.func
+        elif callable(run):
+            run = type(run).__call__  # an instance with __call__: its method's code runs
         else:
-            run = getattr(type(run), "__call__", None)
-            if run is None:
-                return None
+            return None
     return None
 
 
-def _spawned_at(g: Any, limit: int = 10) -> Optional[List[FrameInfo]]:
+def _spawned_at(g: Any, limit: int = 10) -> List[FrameInfo] | None:
     frame = getattr(g, "spawning_stack", None)
     frames: List[FrameInfo] = []
     while frame is not None and len(frames) < limit:
@@ -67,7 +65,7 @@ def _spawned_at(g: Any, limit: int = 10) -> Optional[List[FrameInfo]]:
     return frames or None
 
 
-def greenlet_name(g: Any) -> Optional[str]:
+def greenlet_name(g: Any) -> str | None:
     """A name for *g* that is safe to compute from another thread.
 
     An assigned ``Greenlet.name`` is used as is; gevent's generated
@@ -95,7 +93,7 @@ class CulpritFinder:
     def __init__(self, hub: Any) -> None:
         self._hub_ref = weakref.ref(hub)
         self.main = hub.parent
-        self._by_code: Dict[Optional[CodeType], "weakref.WeakSet[Any]"] = {}
+        self._by_code: Dict[CodeType | None, "weakref.WeakSet[Any]"] = {}
         self._tracking = False
         self.current_from_tracer: Any = None  # set by the tracer mode, if on
 
@@ -124,7 +122,7 @@ class CulpritFinder:
             bucket = self._by_code[code] = weakref.WeakSet()
         bucket.add(g)
 
-    def _running_in(self, bucket: Optional["weakref.WeakSet[Any]"], hub: Any) -> Any:
+    def _running_in(self, bucket: "weakref.WeakSet[Any]" | None, hub: Any) -> Any:
         if not bucket:
             return None
         for g in list(bucket):
@@ -134,7 +132,7 @@ class CulpritFinder:
 
     # -- identification --------------------------------------------------------
 
-    def identify(self, top: Optional[FrameType]) -> Culprit:
+    def identify(self, top: FrameType | None) -> Culprit:
         """Describe what runs with *top* as the hub thread's current frame.
 
         A greenlet that is started and not dead but has no saved frame
@@ -146,7 +144,7 @@ class CulpritFinder:
         if bottom is None:
             return Culprit("unknown")
         code = bottom.f_code
-        if (code.co_filename == _HUB_FILE and code.co_name == "run") or (
+        if (code.co_filename == HUB_FILE and code.co_name == "run") or (
                 hub is not None and hub.gr_frame is None and _active(hub)):
             return Culprit("callback", hub, "hub callback")
         main = self.main

@@ -24,7 +24,7 @@ import sys
 import time
 import weakref
 from types import FrameType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from .. import _native
 from .._frames import FrameInfo, culprit_frame, extract_stack, fingerprint, frame_label, is_app_file
@@ -48,8 +48,20 @@ SampleKey = Tuple[str, int, str]
 
 
 class _Episode:
-    __slots__ = ("number", "last_tick", "started", "culprit", "stack", "site", "report", "suppressed_before",
-                 "samples", "weights", "last_sample", "held_gil")
+    __slots__ = (
+        "culprit",
+        "held_gil",
+        "last_sample",
+        "last_tick",
+        "number",
+        "report",
+        "samples",
+        "site",
+        "stack",
+        "started",
+        "suppressed_before",
+        "weights",
+    )
 
     def __init__(self, number: int, last_tick: float, started: float) -> None:
         self.number = number
@@ -73,7 +85,7 @@ class _Episode:
 NO_PYTHON_FRAME: SampleKey = ("<C code>", 0, "<no Python frame>")
 
 
-def _sample_key(frame: Optional[FrameType]) -> SampleKey:
+def _sample_key(frame: FrameType | None) -> SampleKey:
     """The innermost application frame of a live stack (or the innermost frame)."""
     innermost = frame
     while frame is not None:
@@ -109,12 +121,12 @@ class BlockingDetector:
         self.heartbeat = Heartbeat(self.interval, self.threshold + self.interval / 2)
         self.finder = CulpritFinder(hub)
         self.limiter = SiteRateLimiter(settings.blocking_rate_limit)
-        self.gilwatch: Optional[GilWatch] = GilWatch(max(2 * self.threshold, 0.05)) if settings.gil_stacks else None
-        self.tracer: Optional[SwitchTracer] = None
+        self.gilwatch: GilWatch | None = GilWatch(max(2 * self.threshold, 0.05)) if settings.gil_stacks else None
+        self.tracer: SwitchTracer | None = None
         if self.mode == "tracer":
             self.tracer = SwitchTracer(self._set_current)
             self.heartbeat.on_tick = self.tracer.check
-        self.episode: Optional[_Episode] = None
+        self.episode: _Episode | None = None
         self.paused = False
         # gevent's ignore_current_greenlet_blocking(): the outermost frames of ignored greenlets.
         self.ignored_greenlets: Dict[int, FrameType] = {}
@@ -196,7 +208,7 @@ class BlockingDetector:
 
     def ignore_current_greenlet(self, ignore: bool) -> None:
         """gevent's ``ignore_current_greenlet_blocking`` / ``monitor_…`` for the calling greenlet."""
-        frame: Optional[FrameType] = sys._getframe(1)
+        frame: FrameType | None = sys._getframe(1)
         while frame is not None and frame.f_back is not None:
             frame = frame.f_back
         if frame is None:
@@ -239,7 +251,7 @@ class BlockingDetector:
         if heartbeat.ticks and not self.paused and now - last - self.interval / 2 >= self.threshold:
             self._open(now, last, bool(starved), dump)
 
-    def _top_frame(self) -> Optional[FrameType]:
+    def _top_frame(self) -> FrameType | None:
         return sys._current_frames().get(self.hub_ident)
 
     def _open(self, now: float, last: float, starved: bool, dump: Any) -> None:
@@ -280,7 +292,7 @@ class BlockingDetector:
             info["code"] = linecache.getline(info["file"], info["line"]).strip()
         return frames
 
-    def _sample(self, episode: _Episode, top: Optional[FrameType] = None) -> None:
+    def _sample(self, episode: _Episode, top: FrameType | None = None) -> None:
         if top is None:
             top = self._top_frame()
         key = _sample_key(top)
@@ -290,14 +302,14 @@ class BlockingDetector:
         episode.weights[key] = episode.weights.get(key, 0.0) + max(0.0, now - episode.last_sample)
         episode.last_sample = now
 
-    def _gap_end(self, last_tick: float) -> Optional[float]:
+    def _gap_end(self, last_tick: float) -> float | None:
         for start, end in list(self.heartbeat.gaps):
             if start == last_tick:
                 self.heartbeat.gaps.remove((start, end))
                 return end
         return None
 
-    def _close(self, episode: _Episode, end: Optional[float] = None, open_at_stop: bool = False) -> None:
+    def _close(self, episode: _Episode, end: float | None = None, open_at_stop: bool = False) -> None:
         self.episode = None
         if end is None:
             end = self._gap_end(episode.last_tick) or self.heartbeat.last

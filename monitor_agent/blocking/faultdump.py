@@ -20,7 +20,7 @@ import faulthandler
 import os
 import re
 import tempfile
-from typing import Dict, IO, List, Optional, Tuple
+from typing import IO, Dict, List, Tuple
 
 from .. import _native
 from .._frames import FrameInfo, is_app_file
@@ -64,12 +64,12 @@ class GilWatch:
         self._armed_at = -1e9
         self._armed = False
         self._lock = _native.allocate_lock()
-        self._file: Optional[IO[bytes]] = None
+        self._file: IO[bytes] | None = None
         self._open()
 
     def _open(self) -> None:
         # Append mode, so that after truncation the next dump starts at offset 0.
-        self._file = tempfile.TemporaryFile(mode="a+b", prefix="monitor-agent-dump-")
+        self._file = tempfile.TemporaryFile(mode="a+b", prefix="monitor-agent-dump-")  # noqa: SIM115 - kept open for faulthandler
 
     def keepalive(self, now: float) -> None:
         """Push the dump deadline forward; called on every watchdog wake (cheap when recent)."""
@@ -80,7 +80,7 @@ class GilWatch:
                 faulthandler.dump_traceback_later(self.timeout, repeat=False, file=self._file, exit=False)
                 self._armed, self._armed_at = True, now
 
-    def collect(self) -> Optional[ThreadStacks]:
+    def collect(self) -> ThreadStacks | None:
         """The stacks of a dump written since the last call, or None."""
         if self._file is None:
             return None

@@ -11,7 +11,7 @@ while they happened (a C call holding the GIL).
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Deque, Optional, Tuple
+from typing import Any, Callable, Deque, Tuple
 
 from .. import _native
 from .histogram import LagHistogram
@@ -36,7 +36,7 @@ class Heartbeat:
         self.ticks = 0
         self.gaps: Deque[Gap] = collections.deque(maxlen=256)
         self.lag = LagHistogram()
-        self.on_tick: Optional[Callable[[], None]] = None
+        self.on_tick: Callable[[], None] | None = None
         self._timer: Any = None
 
     def start(self, hub: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Sequence
 
-__all__ = ["LagHistogram", "QUANTILES"]
+__all__ = ["QUANTILES", "LagHistogram"]
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 _MIN = 1e-6
@@ -22,7 +22,7 @@ _BUCKETS = int(math.log(1e9) / _LOG_GROWTH) + 2  # 1 µs .. 1000 s
 class LagHistogram:
     """Counts of lag values in ~2 %-wide buckets, plus exact count, sum, min and max."""
 
-    __slots__ = ("counts", "count", "total", "min", "max")
+    __slots__ = ("count", "counts", "max", "min", "total")
 
     def __init__(self) -> None:
         self.counts: List[int] = [0] * _BUCKETS

@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 from contextlib import ContextDecorator
 from types import FrameType, TracebackType
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Type
 
-__all__ = ["ignore_blocking", "ignored_frames", "frame_is_ignored"]
+__all__ = ["frame_is_ignored", "ignore_blocking", "ignored_frames"]
 
 # id(frame) -> frame. Frames cannot be weakly referenced; entries are removed on exit.
 ignored_frames: Dict[int, FrameType] = {}
@@ -43,14 +43,14 @@ class ignore_blocking(ContextDecorator):  # noqa: N801 - reads like contextlib's
         ignored_frames[id(frame)] = frame
         return self
 
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(self, exc_type: Type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         frame = self._frames.pop()
         if not any(f is frame for f in self._frames):
             ignored_frames.pop(id(frame), None)
 
 
-def frame_is_ignored(frame: Optional[FrameType], extra: Optional[Dict[int, FrameType]] = None) -> bool:
+def frame_is_ignored(frame: FrameType | None, extra: Dict[int, FrameType] | None = None) -> bool:
     """Whether *frame* or any frame below it is inside an ``ignore_blocking()`` (or in *extra*)."""
     if not ignored_frames and not extra:
         return False

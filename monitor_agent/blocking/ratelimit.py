@@ -8,13 +8,13 @@ the count rides on the site's next report (``suppressed_before``) and in
 from __future__ import annotations
 
 import collections
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 __all__ = ["SiteRateLimiter"]
 
 
 class _Window:
-    __slots__ = ("start", "reported", "suppressed")
+    __slots__ = ("reported", "start", "suppressed")
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -30,7 +30,7 @@ class SiteRateLimiter:
         max_sites: Sites remembered; the least recently seen is forgotten first.
     """
 
-    def __init__(self, rate: Optional[Tuple[int, float]], max_sites: int = 1000) -> None:
+    def __init__(self, rate: Tuple[int, float] | None, max_sites: int = 1000) -> None:
         self.rate = rate
         self.max_sites = max_sites
         self._sites: "collections.OrderedDict[str, _Window]" = collections.OrderedDict()

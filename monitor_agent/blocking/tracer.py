@@ -15,7 +15,7 @@ sits on top and chains to it, it stays in the chain as a pass-through.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import greenlet
 
@@ -37,7 +37,7 @@ class SwitchTracer:
 
     def __init__(self, on_switch: Callable[[Any], None]) -> None:
         self.on_switch = on_switch
-        self.previous: Optional[TraceFunction] = None
+        self.previous: TraceFunction | None = None
         self.active = False
         self.calls = 0
         self.reinstalled = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import List
 
 from .._version import __version__
 
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: List[str] | None = None) -> int:
     """Entry point of the ``monitor-agent`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()

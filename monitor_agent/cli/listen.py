@@ -49,7 +49,7 @@ def open_receiver(url: str) -> BaseEventTransport:
         raise
     except Exception as exc:  # noqa: BLE001 - a bad URL is a usage error
         raise ConfigError("URL", shown, str(exc)) from None
-    if not transport.can_receive:
+    if not isinstance(transport, BaseEventTransport) or not transport.can_receive:
         raise ConfigError("URL", shown, f"the {scheme!r} transport can only publish, not receive")
     return transport
 

@@ -19,13 +19,13 @@ import argparse
 import os
 import shutil
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from ..errors import ConfigError
 from ..settings import Settings
 from ._common import fail
 
-__all__ = ["add_parser", "main", "BOOTSTRAP_DIR", "PATCH_ALL_ENV"]
+__all__ = ["BOOTSTRAP_DIR", "PATCH_ALL_ENV", "add_parser", "main"]
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bootstrap")
 PATCH_ALL_ENV = "MONITOR_AGENT_PATCH_ALL"
@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> None:
 
 
 def child_environment(options: Dict[str, str], patch_all: bool,
-                      environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+                      environ: Dict[str, str] | None = None) -> Dict[str, str]:
     """The environment for the program: settings as variables, the bootstrap first on PYTHONPATH."""
     env = dict(os.environ if environ is None else environ)
     for name, value in options.items():

@@ -9,4 +9,4 @@ from __future__ import annotations
 from .base import BaseEventTransport, TransportUnavailable
 from .publisher import Publisher
 
-__all__ = ["BaseEventTransport", "TransportUnavailable", "Publisher"]
+__all__ = ["BaseEventTransport", "Publisher", "TransportUnavailable"]

@@ -17,11 +17,11 @@ from __future__ import annotations
 import abc
 import functools
 import logging
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Sequence
 
 from .._redact import redact_url
 
-__all__ = ["BaseEventTransport", "TransportUnavailable", "EventHandler"]
+__all__ = ["BaseEventTransport", "EventHandler", "TransportUnavailable"]
 
 log = logging.getLogger("monitor_agent.transports")
 
@@ -104,7 +104,7 @@ class BaseEventTransport(abc.ABC):
         for handler in self._handlers.get(event_name, []) + self._handlers.get(ALL_EVENTS, []):
             try:
                 handler(event_body)
-            except Exception:  # noqa: BLE001 - one bad handler must not stop the consumer
+            except Exception:
                 log.exception("event handler %r failed for %s", handler, event_name)
 
     def start_accepting_events(self) -> None:
@@ -118,8 +118,8 @@ class BaseEventTransport(abc.ABC):
         ``set_microservice``). The agent calls this; do not override."""
         self._hub = hub
 
-    def run_on_main_thread(self, func: Callable[..., Any], args: Optional[Sequence[Any]] = None,
-                           kwargs: Optional[Mapping[str, Any]] = None) -> None:
+    def run_on_main_thread(self, func: Callable[..., Any], args: Sequence[Any] | None = None,
+                           kwargs: Mapping[str, Any] | None = None) -> None:
         """Run ``func(*args, **kwargs)`` in the hub's thread, from any thread.
 
         Uses ``loop.run_callback_threadsafe``, so it is safe to call from the

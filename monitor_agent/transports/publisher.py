@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
-from typing import Any, Deque, Dict, Mapping, Optional, Tuple
+from typing import Any, Deque, Dict, Mapping, Tuple
 
 from .. import _native
 from .._logonce import LogOnce
@@ -53,7 +53,7 @@ class Publisher:
         self._wakeup = _native.Wakeup()
         self._done = _native.allocate_lock()
         self._queue: Deque[Item] = collections.deque()
-        self._in_flight: Optional[Item] = None
+        self._in_flight: Item | None = None
         self._dropped_since_send = 0
         self._stopping = False  # drain the queue, then exit
         self._abort = False  # give up now; count what is left as dropped
@@ -63,7 +63,7 @@ class Publisher:
         self.failed = 0
         self.retries = 0
         self.dropped: Dict[str, int] = {"queue_full": 0, "shutdown": 0}
-        self.last_error: Optional[str] = None
+        self.last_error: str | None = None
 
     @property
     def name(self) -> str:
@@ -110,7 +110,7 @@ class Publisher:
             self._running = False
             self._done.release()
 
-    def _take(self) -> Optional[Item]:
+    def _take(self) -> Item | None:
         while True:
             with self._lock:
                 if self._abort:
@@ -186,7 +186,7 @@ class Publisher:
             _native.sleep(0.005)
         try:
             self.transport.flush(max(0.0, deadline - _native.monotonic()))
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.debug("flush of %s failed", self.name, exc_info=True)
         return True
 
@@ -209,7 +209,7 @@ class Publisher:
         self._wakeup.set()
         try:
             self.transport.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.debug("closing %s failed", self.name, exc_info=True)
         return drained and not left
 
