@@ -5,11 +5,10 @@ only reads frame attributes and ``linecache``; it never walks objects.
 """
 from __future__ import annotations
 
-import hashlib
 import linecache
 import os
 import sys
-import sysconfig
+import zlib
 from types import FrameType
 from typing import Dict, Iterable, List, Sequence, Tuple
 
@@ -34,23 +33,20 @@ class FrameInfo(TypedDict):
 
 
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+GEVENT_DIR = os.path.dirname(os.path.abspath(str(gevent.__file__)))
+# gevent's Hub.run: the outermost frame of every hub callback.
+HUB_FILE = os.path.join(GEVENT_DIR, "hub.py")
 
 
 def _library_dirs() -> Tuple[str, ...]:
-    dirs = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            dirs.add(os.path.realpath(path) + os.sep)
-            dirs.add(os.path.abspath(path) + os.sep)
-    for path in sys.path:
-        if path.endswith(("site-packages", "dist-packages")):
-            dirs.add(os.path.abspath(path) + os.sep)
-    dirs.add(os.path.dirname(os.path.abspath(str(gevent.__file__))) + os.sep)
-    return tuple(sorted(dirs))
+    """The standard library, every site-packages on sys.path, and gevent itself."""
+    stdlib = os.path.dirname(os.path.abspath(os.__file__))
+    dirs = {stdlib, os.path.realpath(stdlib), GEVENT_DIR}
+    dirs.update(os.path.abspath(p) for p in sys.path if p.endswith(("site-packages", "dist-packages")))
+    return tuple(sorted(d + os.sep for d in dirs))
 
 
-_LIBRARY_DIRS = _library_dirs()
+_library_dirs_cache: Tuple[str, ...] = ()
 _app_cache: Dict[str, bool] = {}
 
 
@@ -61,8 +57,11 @@ def is_app_file(filename: str) -> bool:
         if filename.startswith("<"):
             cached = False
         else:
+            global _library_dirs_cache
+            if not _library_dirs_cache:  # computed on first use, off the start-up path
+                _library_dirs_cache = _library_dirs()
             path = os.path.abspath(filename)
-            cached = not path.startswith(_LIBRARY_DIRS) and not path.startswith(_AGENT_DIR)
+            cached = not path.startswith(_library_dirs_cache) and not path.startswith(_AGENT_DIR)
         _app_cache[filename] = cached
     return cached
 
@@ -71,9 +70,6 @@ def _is_agent(filename: str) -> bool:
     return filename.startswith(_AGENT_DIR)
 
 
-GEVENT_DIR = os.path.dirname(os.path.abspath(str(gevent.__file__)))
-# gevent's Hub.run: the outermost frame of every hub callback.
-HUB_FILE = os.path.join(GEVENT_DIR, "hub.py")
 
 
 def extract_stack(frame: FrameType | None, limit: int = 64) -> List[FrameInfo]:
@@ -123,7 +119,10 @@ def fingerprint(stack: Sequence[FrameInfo]) -> str:
     parts: List[str] = [f"{f['file']}:{f['function']}:{f['line']}" for f in app[:-1]]
     if app:
         parts.append(f"{app[-1]['file']}:{app[-1]['function']}")
-    return hashlib.blake2b("|".join(parts).encode("utf-8", "replace"), digest_size=8).hexdigest()
+    data = "|".join(parts).encode("utf-8", "replace")
+    # Two 32-bit checksums: stable across processes (unlike hash()), and zlib is
+    # already loaded where hashlib would cost milliseconds of start-up.
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
 
 
 def format_stack(stack: Iterable[FrameInfo]) -> List[str]:

@@ -17,9 +17,9 @@ The built-in ``log`` and ``jsonl`` transports are part of the core, not plugins.
 from __future__ import annotations
 
 import logging
-from importlib import metadata
 from typing import Any, Callable, Dict, List, Tuple
 
+from ._entrypoints import EntryPoint, entry_points
 from .errors import ConfigError
 
 __all__ = ["BUILTIN_SCHEMES", "PLUGINS_GROUP", "TRANSPORTS_GROUP", "PluginRecord", "PluginRegistry"]
@@ -47,13 +47,12 @@ class PluginRecord:
         error: Why it did not load, if it did not.
     """
 
-    def __init__(self, entry_point: metadata.EntryPoint) -> None:
+    def __init__(self, entry_point: EntryPoint) -> None:
         self.entry_point = entry_point
         self.group: str = entry_point.group
         self.name: str = entry_point.name
         self.value: str = entry_point.value
-        dist = getattr(entry_point, "dist", None)
-        self.distribution: str | None = f"{dist.name} {dist.version}" if dist is not None else None
+        self.distribution: str | None = entry_point.dist
         self.state = FOUND
         self.error: str | None = None
         self.obj: Any = None
@@ -71,7 +70,7 @@ class PluginRecord:
             self.state = FAILED if own else MISSING_DEPENDENCY
             self.error = f"{type(exc).__name__}: {exc}"
             raise
-        except Exception as exc:
+        except Exception as exc:  # recorded and re-raised
             self.state, self.error = FAILED, f"{type(exc).__name__}: {exc}"
             raise
         if not callable(obj):
@@ -107,9 +106,8 @@ class PluginRegistry:
         self.disabled = frozenset(disabled)
         self.records: List[PluginRecord] = []
         try:
-            eps = metadata.entry_points()
-            found = list(eps.select(group=TRANSPORTS_GROUP)) + list(eps.select(group=PLUGINS_GROUP))
-        except Exception:
+            found = entry_points([TRANSPORTS_GROUP, PLUGINS_GROUP])
+        except Exception:  # broken metadata must not stop the agent
             log.warning("could not read entry points", exc_info=True)
             found = []
         seen = set()

@@ -13,12 +13,9 @@ stacks, never splitting), :func:`encode` turns it into UTF-8 bytes,
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
-import socket
 import time
-import uuid
 from typing import Any, Dict, Iterator, List, Mapping
 
 from ._version import __version__
@@ -46,8 +43,17 @@ AGENT = f"monitor_agent/{__version__}"
 MAX_NESTING = 32
 MAX_INBOUND_BYTES = 4 * 1024 * 1024
 
-_host = socket.gethostname()
+_host = os.uname().nodename  # socket.gethostname(), without importing socket at start-up
 _seq: Iterator[int] = itertools.count(1)
+
+
+def _uuid4() -> str:
+    """A random (version 4) UUID string, without importing ``uuid`` at start-up."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def reset_after_fork() -> None:
@@ -73,6 +79,8 @@ def _finite(value: Any) -> Any:
 
 def encode(envelope: Mapping[str, Any]) -> bytes:
     """The envelope as compact UTF-8 JSON (no NaN)."""
+    import json  # deferred: nothing is encoded before the first event
+
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
                       default=repr).encode("utf-8", "replace")
 
@@ -124,7 +132,7 @@ def build_envelope(event_name: str, data: Mapping[str, Any], *, service: str,
     envelope: Dict[str, Any] = {
         "event": event_name,
         "schema": SCHEMA,
-        "id": str(uuid.uuid4()),
+        "id": _uuid4(),
         "seq": next(_seq),
         "ts": time.time(),
         "source": {"host": _host, "pid": os.getpid(), "service": service, "agent": AGENT},
@@ -181,6 +189,8 @@ def decode(payload: bytes | str) -> Dict[str, Any]:
     if not _depth_ok(text):
         raise InvalidEnvelope(f"nested deeper than {MAX_NESTING} levels")
     try:
+        import json
+
         obj = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidEnvelope(f"not JSON: {exc}") from None

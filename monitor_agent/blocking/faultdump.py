@@ -19,8 +19,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import re
-import tempfile
-from typing import IO, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 from .. import _native
 from .._frames import FrameInfo, is_app_file
@@ -64,44 +63,47 @@ class GilWatch:
         self._armed_at = -1e9
         self._armed = False
         self._lock = _native.allocate_lock()
-        self._file: IO[bytes] | None = None
+        self._fd = -1
+        self._read = 0  # bytes of the file already parsed
         self._open()
 
     def _open(self) -> None:
-        # Append mode, so that after truncation the next dump starts at offset 0.
-        self._file = tempfile.TemporaryFile(mode="a+b", prefix="monitor-agent-dump-")  # noqa: SIM115 - kept open for faulthandler
+        # An anonymous in-memory file: no disk, nothing to clean up, and no
+        # tempfile import at start-up. faulthandler writes at its offset;
+        # collect() reads what is new since the last time.
+        self._fd = os.memfd_create("monitor-agent-dump", os.MFD_CLOEXEC)
+        self._read = 0
 
     def keepalive(self, now: float) -> None:
         """Push the dump deadline forward; called on every watchdog wake (cheap when recent)."""
-        if now - self._armed_at < self.timeout / 2 or self._file is None:
+        if now - self._armed_at < self.timeout / 2 or self._fd < 0:
             return
         with self._lock:
-            if self._file is not None:
-                faulthandler.dump_traceback_later(self.timeout, repeat=False, file=self._file, exit=False)
+            if self._fd >= 0:
+                faulthandler.dump_traceback_later(self.timeout, repeat=False, file=self._fd, exit=False)
                 self._armed, self._armed_at = True, now
 
     def collect(self) -> ThreadStacks | None:
         """The stacks of a dump written since the last call, or None."""
-        if self._file is None:
+        if self._fd < 0:
             return None
-        fd = self._file.fileno()
-        size = os.fstat(fd).st_size
-        if not size:
+        size = os.fstat(self._fd).st_size
+        if size <= self._read:
             return None
-        raw = os.pread(fd, min(size, 1 << 20), 0)
-        os.ftruncate(fd, 0)
+        raw = os.pread(self._fd, min(size - self._read, 1 << 20), self._read)
+        self._read = size
         self.dumps += 1
         return parse_dump(raw.decode("utf-8", "replace"))
 
     def stop(self) -> None:
-        """Cancel the pending dump and remove the file."""
+        """Cancel the pending dump and release the file."""
         with self._lock:
             if self._armed:
                 faulthandler.cancel_dump_traceback_later()
                 self._armed = False
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def before_fork(self) -> None:
         """Cancel the pending dump so the child does not inherit a timer thread it cannot join."""
@@ -115,9 +117,9 @@ class GilWatch:
         self._lock.release()
 
     def after_fork_in_child(self) -> None:
-        """New lock, and a new file: the inherited one is shared with the parent."""
+        """New lock, and a new file (the inherited one is shared with the parent)."""
         self._lock = _native.allocate_lock()
-        if self._file is not None:
-            self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
             self._open()
         self._armed_at = -1e9

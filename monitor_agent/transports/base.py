@@ -104,7 +104,7 @@ class BaseEventTransport(abc.ABC):
         for handler in self._handlers.get(event_name, []) + self._handlers.get(ALL_EVENTS, []):
             try:
                 handler(event_body)
-            except Exception:
+            except Exception:  # one bad handler must not stop the consumer
                 log.exception("event handler %r failed for %s", handler, event_name)
 
     def start_accepting_events(self) -> None:

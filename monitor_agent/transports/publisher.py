@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 from typing import Any, Deque, Dict, Mapping, Tuple
 
 from .. import _native
@@ -152,6 +151,8 @@ class Publisher:
                 if self._abort:
                     self._finish(item, "shutdown")
                     return
+                import random  # deferred: only an outage needs jitter
+
                 delay = min(self.backoff_cap, self.backoff_base * (2 ** min(attempt, 16)))
                 attempt += 1
                 self._wakeup.wait(delay * random.uniform(0.5, 1.0))
