@@ -43,7 +43,8 @@ def alternate(modes: Sequence[str], rounds: int, measure: Callable[[str], float]
 
 def median_ratios(results: Dict[str, List[float]], baseline: str) -> Dict[str, float]:
     """Median over rounds of (mode / baseline) measured in the same round."""
-    return {m: statistics.median(v / b for v, b in zip(vals, results[baseline], strict=True)) for m, vals in results.items()}
+    base = results[baseline]
+    return {m: statistics.median(v / b for v, b in zip(vals, base, strict=True)) for m, vals in results.items()}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -68,7 +68,8 @@ def main() -> None:
     rows = []
     for mode in modes[1:]:
         install_ms = statistics.median(r["install_ms"] for r in raw[mode])
-        delta = statistics.median(a["rss_delta_mb"] - b["rss_delta_mb"] for a, b in zip(raw[mode], raw["none"], strict=True))
+        pairs = zip(raw[mode], raw["none"], strict=True)
+        delta = statistics.median(a["rss_delta_mb"] - b["rss_delta_mb"] for a, b in pairs)
         rows.append([mode, f"{install_ms:.1f} ms", f"{delta:.2f} MiB", "< 50 ms, < 5 MiB",
                      "met" if install_ms < 50 and delta < 5 else "MISSED"])
     text = table(["variant", "install() wall time (median)", "RSS added (median of paired runs)", "target",
