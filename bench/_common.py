@@ -19,10 +19,11 @@ def clean_env(**extra: str) -> Dict[str, str]:
     return env
 
 
-def run_json(code: str, env: Mapping[str, str], timeout: float = 300, prefix: Sequence[str] = ()) -> Any:
+def run_json(code: str, env: Mapping[str, str], timeout: float = 300, prefix: Sequence[str] = (),
+             args: Sequence[str] = ()) -> Any:
     """Run *code* in a fresh interpreter; it must print one JSON document as its last line."""
-    result = subprocess.run([*prefix, PYTHON, "-c", textwrap.dedent(code)], env=dict(env), capture_output=True,
-                            text=True, timeout=timeout)
+    result = subprocess.run([*prefix, PYTHON, "-c", textwrap.dedent(code), *args], env=dict(env),
+                            capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark child failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
