@@ -157,7 +157,10 @@ def main() -> None:
                                 "dur_ok": [], "latency_ok": []}
         for (kind, factor), c in sorted(cells.items()):
             n = c["n"]
-            pct = lambda x: f"{100 * x / n:.0f}%"  # noqa: E731
+
+            def pct(x: float, n: int = n) -> str:
+                return f"{100 * x / n:.0f}%"
+
             med_err = f"{1000 * statistics.median(c['dur_err']):.1f} ms" if c["dur_err"] else "–"
             lat = f"{1000 * statistics.median(c['latency']):.0f} ms" if c["latency"] else "–"
             true = f"{1000 * statistics.median(c['true']):.0f} ms"
@@ -170,8 +173,9 @@ def main() -> None:
                 s["exact_pair"].append(c["exact_pair"] / n)
                 s["dur_ok"].append(c["dur_ok"] / n)
                 s["latency_ok"].append(c["latency_ok"] / n)
-    headers = ["monitor", "kind", "target", "true duration (median)", "detected", "events/episode", "exactly 1+1", "duration within "
-               "max(5ms,5%)", "median duration error", "first event ≤ T+20ms", "median first-event latency"]
+    headers = ["monitor", "kind", "target", "true duration (median)", "detected", "events/episode", "exactly 1+1",
+               "duration within max(5ms,5%)", "median duration error", "first event ≤ T+20ms",
+               "median first-event latency"]
     text = table(headers, rows)
     lines = []
     for monitor, s in summary.items():
