@@ -13,6 +13,7 @@ from typing import Any, Callable
 from gevent.monkey import get_original
 
 start_new_thread: Callable[..., int] = get_original("_thread", "start_new_thread")
+_get_native_id: Callable[[], int] = get_original("_thread", "get_native_id")
 allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 get_ident: Callable[[], int] = get_original("_thread", "get_ident")
 sleep: Callable[[float], None] = get_original("time", "sleep")
@@ -20,6 +21,29 @@ sleep: Callable[[float], None] = get_original("time", "sleep")
 # Monotonic clocks are never patched by gevent; named here so every module
 # uses the same one.
 monotonic = time.perf_counter
+
+
+def name_thread(name: str) -> None:
+    """Give the calling native thread an OS-level name (``ps -T``, ``top -H``), best effort.
+
+    Names start with ``ma:`` so operators can tell the agent's threads apart;
+    Linux keeps 15 characters. Elsewhere this does nothing.
+    """
+    try:
+        with open(f"/proc/self/task/{_get_native_id()}/comm", "w") as f:
+            f.write(name[:15])
+    except OSError:
+        pass
+
+
+def spawn(name: str, function: Callable[..., Any], *args: Any) -> int:
+    """Start *function(*args)* in a new native thread named *name*; return its ident."""
+
+    def run() -> None:
+        name_thread(name)
+        function(*args)
+
+    return start_new_thread(run, ())
 
 
 class Wakeup:

@@ -111,10 +111,10 @@ class MonitorThread:
             return
         self.should_run = True
         self._periodic_done.acquire()
-        self.monitor_thread_ident = _native.start_new_thread(self._run_periodic, ())
+        self.monitor_thread_ident = _native.spawn("ma:periodic", self._run_periodic)
         if self.watchdog is not None:
             self._watchdog_done.acquire()
-            self.watchdog_thread_ident = _native.start_new_thread(self._run_watchdog, ())
+            self.watchdog_thread_ident = _native.spawn("ma:watchdog", self._run_watchdog)
 
     def kill(self) -> None:
         """Stop the threads (gevent's name; ``hub.destroy()`` calls it). Returns at once."""

@@ -106,7 +106,7 @@ class JsonlTransport(BaseEventTransport):
             start = os.stat(self.path).st_size
         except FileNotFoundError:
             start = 0
-        _native.start_new_thread(self._follow, (start,))
+        _native.spawn("ma:follow", self._follow, start)
 
     def stop_accepting_events(self) -> None:
         """Stop following; returns when the thread has finished (or after a second)."""

@@ -77,7 +77,7 @@ class Publisher:
             return
         self._running = True
         self._done.acquire()
-        _native.start_new_thread(self._run, ())
+        _native.spawn(f"ma:{self.transport.scheme or 'publish'}"[:15], self._run)
 
     def submit(self, event_name: str, envelope: Mapping[str, Any]) -> bool:
         """Queue one event; O(1), never blocks. Returns False only after :meth:`close`."""
