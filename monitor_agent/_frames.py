@@ -19,7 +19,8 @@ if sys.version_info >= (3, 11):  # pragma: no cover - depends on interpreter
 else:  # pragma: no cover
     from typing_extensions import TypedDict
 
-__all__ = ["FrameInfo", "culprit_frame", "extract_stack", "fingerprint", "format_stack", "is_app_file"]
+__all__ = ["FrameInfo", "culprit_frame", "extract_stack", "fingerprint", "format_stack", "is_app_file", "is_idle_hub",
+           "trim_stack"]
 
 
 class FrameInfo(TypedDict):
@@ -87,10 +88,21 @@ def extract_stack(frame: FrameType | None, limit: int = 64) -> List[FrameInfo]:
             raw.append((filename, frame.f_lineno or 0, code.co_name))
         frame = frame.f_back
     raw.reverse()
-    while raw and raw[0][0] == HUB_FILE:
-        del raw[0]
-    return [FrameInfo(file=f, line=n, function=fn, code=linecache.getline(f, n).strip(), app=is_app_file(f))
-            for f, n, fn in raw]
+    return trim_stack([FrameInfo(file=f, line=n, function=fn, code=linecache.getline(f, n).strip(),
+                                 app=is_app_file(f)) for f, n, fn in raw])
+
+
+def trim_stack(stack: List[FrameInfo]) -> List[FrameInfo]:
+    """Drop the agent's frames and the leading frames of gevent's hub (the same for every callback)."""
+    stack = [f for f in stack if not _is_agent(f["file"])]
+    while stack and stack[0]["file"] == HUB_FILE:
+        del stack[0]
+    return stack
+
+
+def is_idle_hub(frame: FrameType | None) -> bool:
+    """True when *frame* is ``Hub.run`` itself: the hub is inside libev with no Python code running."""
+    return frame is not None and frame.f_code.co_filename == HUB_FILE and frame.f_code.co_name == "run"
 
 
 def bottom_frame(frame: FrameType | None) -> FrameType | None:

@@ -22,6 +22,7 @@ from typing import Any, Dict, List
 
 import gevent
 import gevent.events as gevent_events
+from gevent._hub_local import get_hub_if_exists
 
 from . import _native, wire
 from ._entrypoints import group_has_entries
@@ -213,8 +214,6 @@ class Agent:
 
     def _check_no_hub_here(self, culprit: Any) -> None:
         """A subscriber that used the gevent API made a hub in our native thread; remove it."""
-        from gevent._hub_local import get_hub_if_exists
-
         if _native.get_ident() == self.monitor.hub_thread_ident:
             return
         stray = get_hub_if_exists()

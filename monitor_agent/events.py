@@ -42,7 +42,10 @@ class Culprit:
     Attributes:
         kind: ``greenlet`` (a spawned greenlet), ``main`` (the hub thread's main
             greenlet), ``callback`` (a hub callback: timer, ``run_callback``,
-            ``link``) or ``unknown`` (a block seen only after it ended).
+            ``rawlink``), ``loop`` (the hub was inside the event loop with no
+            Python code running: the process was not scheduled, e.g. CPU
+            starvation or SIGSTOP, or a C-level watcher ran) or ``unknown``
+            (a block seen only after it ended, with no stack).
         greenlet: The greenlet object, when it could be identified, else ``None``.
         name: ``Greenlet.name`` for gevent greenlets, else a short description.
         spawned_at: Where a gevent ``Greenlet`` was spawned (gevent's
@@ -64,6 +67,8 @@ class Culprit:
             return "a hub callback"
         if self.kind == "main":
             return "the main greenlet"
+        if self.kind == "loop":
+            return "the event loop itself (no Python code was running)"
         if self.kind == "unknown":
             return self.name or "unknown code"
         return f"greenlet {self.name!r}" if self.name else f"a {self.kind} greenlet"
@@ -138,8 +143,9 @@ class EventLoopBlocked(_BlockingEvent):
         suppressed_before: Reports of this blocking site suppressed by the rate
             limit since its previous report.
         held_gil: True when the watchdog itself was starved: a C call held the
-            GIL, so the block was measured when it ended (the stack then comes
-            from faulthandler's dump, when ``MONITOR_AGENT_GIL_STACKS`` is on).
+            GIL (or the whole process was not scheduled), so the block was
+            measured when it ended; the stack then comes from faulthandler's
+            dump, when ``MONITOR_AGENT_GIL_STACKS`` is on.
     """
 
     event_name = BLOCKED

@@ -47,13 +47,17 @@ class MemoryMonitor:
         self.checks = 0
         self._process: Any = None
         self._pid = 0
+        # Imported here, in the thread calling install(): an import inside the
+        # monitor thread could be cut in half by a fork (the child would keep
+        # a half-initialized module, or wait forever for its import lock).
+        import psutil
+
+        self._psutil = psutil
 
     def _get_process(self) -> Any:
         pid = os.getpid()
         if self._process is None or self._pid != pid:
-            import psutil  # deferred: it imports subprocess, and costs start-up time
-
-            self._process, self._pid = psutil.Process(pid), pid
+            self._process, self._pid = self._psutil.Process(pid), pid
             self.peak = self.reported_peak = 0  # an episode of the parent is not the child's
         return self._process
 

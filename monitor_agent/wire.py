@@ -13,6 +13,7 @@ stacks, never splitting), :func:`encode` turns it into UTF-8 bytes,
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import time
@@ -79,8 +80,6 @@ def _finite(value: Any) -> Any:
 
 def encode(envelope: Mapping[str, Any]) -> bytes:
     """The envelope as compact UTF-8 JSON (no NaN)."""
-    import json  # deferred: nothing is encoded before the first event
-
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
                       default=repr).encode("utf-8", "replace")
 
@@ -189,8 +188,6 @@ def decode(payload: bytes | str) -> Dict[str, Any]:
     if not _depth_ok(text):
         raise InvalidEnvelope(f"nested deeper than {MAX_NESTING} levels")
     try:
-        import json
-
         obj = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidEnvelope(f"not JSON: {exc}") from None

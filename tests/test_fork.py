@@ -117,3 +117,54 @@ def test_fork_with_faulthandler_armed_does_not_hang_the_child(tmp_path) -> None:
     result = run_python(code, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
+
+
+def test_agent_threads_import_nothing(tmp_path) -> None:
+    """Regression: nothing is imported in the agent's own threads.
+
+    A fork that lands while a background thread is importing leaves the child
+    a half-initialized module (or an import lock that is never released): the
+    memory monitor used to import psutil on its first run, and a forked child
+    hung. An audit hook records the thread of every import while blocks,
+    memory events and both built-in transports are exercised.
+    """
+    code = f"""
+        import sys, threading, gevent, monitor_agent
+        from gevent.monkey import get_original
+        main = threading.get_ident()
+        late_imports = []
+        def audit(event, args):
+            if event == "import" and get_original("_thread", "get_ident")() != main:
+                late_imports.append(args[0])
+        agent = monitor_agent.install(transports="log,jsonl:{tmp_path / 'e.jsonl'}", max_memory_usage="1KB",
+                                      memory_monitor_period=0.05, greenlet_dump=True)
+        sys.addaudithook(audit)
+        gevent.sleep(0.2)
+        get_original("time", "sleep")(0.25)
+        gevent.sleep(0.2)
+        agent.flush(2)
+        print(sorted(set(late_imports)) or "none")
+    """
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "none"
+
+
+def test_forks_right_after_install_never_hang(tmp_path) -> None:
+    """Twenty children forked while the agent is starting up all finish promptly."""
+    code = """
+        import os, gevent, monitor_agent
+        agent = monitor_agent.install(transports="", max_memory_usage="1GB", memory_monitor_period=0.01)
+        for i in range(20):
+            gevent.sleep(0.005 * (i % 4))
+            pid = os.fork()
+            if pid == 0:
+                agent.memory._get_process()   # psutil is usable in the child
+                gevent.sleep(0.05)
+                os._exit(0)
+            os.waitpid(pid, 0)
+        print("ok")
+    """
+    result = run_python(code, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -25,8 +25,9 @@ from types import CodeType, FrameType
 from typing import Any, Dict, List
 
 import greenlet as greenlet_module
+from gevent import Greenlet
 
-from .._frames import HUB_FILE, FrameInfo, bottom_frame, is_app_file
+from .._frames import HUB_FILE, FrameInfo, bottom_frame, is_app_file, is_idle_hub
 from ..events import Culprit
 
 __all__ = ["CulpritFinder"]
@@ -102,16 +103,12 @@ class CulpritFinder:
     def start_tracking(self) -> None:
         """Index gevent Greenlets by entry code as they start."""
         if not self._tracking:
-            from gevent import Greenlet
-
             Greenlet.add_spawn_callback(self._on_spawn)
             self._tracking = True
 
     def stop_tracking(self) -> None:
         """Stop indexing (uninstall)."""
         if self._tracking:
-            from gevent import Greenlet
-
             Greenlet.remove_spawn_callback(self._on_spawn)
             self._tracking = False
 
@@ -143,6 +140,8 @@ class CulpritFinder:
         bottom = bottom_frame(top)
         if bottom is None:
             return Culprit("unknown")
+        if is_idle_hub(top):
+            return Culprit("loop", hub, "event loop")
         code = bottom.f_code
         if (code.co_filename == HUB_FILE and code.co_name == "run") or (
                 hub is not None and hub.gr_frame is None and _active(hub)):

@@ -19,6 +19,7 @@ it ends at the first tick after it.
 """
 from __future__ import annotations
 
+import linecache
 import logging
 import sys
 import time
@@ -27,7 +28,7 @@ from types import FrameType
 from typing import Any, Callable, Dict, List, Tuple
 
 from .. import _native
-from .._frames import FrameInfo, culprit_frame, extract_stack, fingerprint, frame_label, is_app_file
+from .._frames import FrameInfo, culprit_frame, extract_stack, fingerprint, frame_label, is_app_file, trim_stack
 from ..events import Culprit, EventLoopBlocked, EventLoopUnblocked, blocked_info
 from .culprit import CulpritFinder
 from .faultdump import GilWatch
@@ -116,6 +117,11 @@ class BlockingDetector:
         self.sample_interval: float = settings.sample_interval
         self.grace_until = _native.monotonic() + settings.startup_grace
         self.greenlet_dump: bool = settings.greenlet_dump
+        if self.greenlet_dump:
+            # format_run_info imports these lazily; import them here, not in the watchdog thread (fork safety).
+            import gevent._greenlet_primitives  # noqa: F401
+            import gevent.local  # noqa: F401
+            import gevent.util  # noqa: F401
         self.mode: str = settings.blocking_detection
         self.emit = emit
         self.heartbeat = Heartbeat(self.interval, self.threshold + self.interval / 2)
@@ -284,13 +290,11 @@ class BlockingDetector:
 
     def _dumped_stack(self, dump: Dict[int, Tuple[bool, List[FrameInfo]]]) -> List[FrameInfo]:
         """From a faulthandler dump: the GIL holder's stack, preferring the hub thread's."""
-        import linecache
-
         entry = dump.get(self.hub_ident)
         frames = entry[1] if entry and entry[1] else next((f for held, f in dump.values() if held and f), [])
         for info in frames:
             info["code"] = linecache.getline(info["file"], info["line"]).strip()
-        return frames
+        return trim_stack(frames)
 
     def _sample(self, episode: _Episode, top: FrameType | None = None) -> None:
         if top is None:
@@ -357,8 +361,6 @@ class BlockingDetector:
     # -- events ------------------------------------------------------------------
 
     def _profile(self, episode: _Episode) -> List[Dict[str, Any]]:
-        import linecache
-
         total = sum(episode.weights.values()) or 1.0
         ranked = sorted(episode.weights.items(), key=lambda kv: -kv[1])[:_PROFILE_TOP]
         return [{"file": f, "line": n, "function": fn, "code": linecache.getline(f, n).strip(),
@@ -384,7 +386,7 @@ class BlockingDetector:
 
     @staticmethod
     def _greenlet_dump() -> List[str]:
-        from gevent.util import format_run_info
+        from gevent.util import format_run_info  # imported by __init__ already when the dump is on
 
         try:
             return list(format_run_info(greenlet_stacks=True))

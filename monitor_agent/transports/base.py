@@ -19,6 +19,8 @@ import functools
 import logging
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Sequence
 
+import gevent
+
 from .._redact import redact_url
 
 __all__ = ["BaseEventTransport", "EventHandler", "TransportUnavailable"]
@@ -70,6 +72,19 @@ class BaseEventTransport(abc.ABC):
 
         Raises:
             TransportUnavailable: The destination is unreachable; retry later.
+        """
+
+    def prepare(self) -> None:
+        """Import client libraries and build what the publisher thread needs (optional).
+
+        Called once in the hub's thread, on the hub's first loop iteration (and
+        in a forked child before its new publisher thread starts), before
+        :meth:`emit_event` is ever called. Import heavy modules here, not in
+        ``emit_event``: an import running in a background thread when the
+        process forks leaves the child a half-initialized module, or an import
+        lock held forever. By then the application has usually called
+        ``gevent.monkey.patch_all()``, so importing ``ssl`` here does not
+        trigger gevent's "ssl imported before patching" warning.
         """
 
     def flush(self, timeout: float) -> None:
@@ -127,9 +142,7 @@ class BaseEventTransport(abc.ABC):
         """
         hub = self._hub
         if hub is None:
-            import gevent
-            hub = gevent.get_hub()
-            self._hub = hub
+            hub = self._hub = gevent.get_hub()
         call = functools.partial(func, *(args or ()), **dict(kwargs or {}))
         hub.loop.run_callback_threadsafe(call)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 from typing import Any, Deque, Dict, Mapping, Tuple
 
 from .. import _native
@@ -26,6 +27,11 @@ __all__ = ["Publisher"]
 log = logging.getLogger("monitor_agent.transports")
 
 Item = Tuple[str, Mapping[str, Any]]
+
+
+def _jitter() -> float:
+    """A factor in [0.5, 1] (not the random module: nothing may be imported in this thread, see prepare())."""
+    return 0.5 + int.from_bytes(os.urandom(2), "big") / 131070
 
 
 class Publisher:
@@ -72,9 +78,15 @@ class Publisher:
     # -- producer side (monitor thread) -----------------------------------
 
     def start(self) -> None:
-        """Start the publisher thread."""
+        """Let the transport prepare (in the calling, hub thread), then start the publisher thread."""
         if self._running:
             return
+        try:
+            self.transport.prepare()
+        except Exception as exc:  # noqa: BLE001 - a transport that cannot prepare fails its events, not the app
+            self.last_error = redact_text(f"{type(exc).__name__}: {exc}")
+            self._log.warn("prepare", "transport %s could not prepare: %s", self.name, self.last_error,
+                           exc_info=True)
         self._running = True
         self._done.acquire()
         _native.spawn(f"ma:{self.transport.scheme or 'publish'}"[:15], self._run)
@@ -151,11 +163,9 @@ class Publisher:
                 if self._abort:
                     self._finish(item, "shutdown")
                     return
-                import random  # deferred: only an outage needs jitter
-
                 delay = min(self.backoff_cap, self.backoff_base * (2 ** min(attempt, 16)))
                 attempt += 1
-                self._wakeup.wait(delay * random.uniform(0.5, 1.0))
+                self._wakeup.wait(delay * _jitter())
                 continue
             except Exception as exc:  # noqa: BLE001 - a transport fault costs this event only
                 self.last_error = redact_text(f"{type(exc).__name__}: {exc}")
