@@ -119,8 +119,8 @@ class BlockingDetector:
         self.greenlet_dump: bool = settings.greenlet_dump
         if self.greenlet_dump:
             # format_run_info imports these lazily; import them here, not in the watchdog thread (fork safety).
-            import gevent._greenlet_primitives  # noqa: F401
-            import gevent.local  # noqa: F401
+            import gevent._greenlet_primitives
+            import gevent.local
             import gevent.util  # noqa: F401
         self.mode: str = settings.blocking_detection
         self.emit = emit
