@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import functools
 import logging
-from typing import Any, Callable, ClassVar, Dict, List, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Sequence, Tuple
 
 import gevent
 
@@ -52,6 +52,8 @@ class BaseEventTransport(abc.ABC):
 
     scheme: ClassVar[str] = ""
     can_receive: ClassVar[bool] = False
+    #: How many queued events the publisher hands to :meth:`emit_events` at once.
+    max_batch: ClassVar[int] = 1
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -73,6 +75,19 @@ class BaseEventTransport(abc.ABC):
         Raises:
             TransportUnavailable: The destination is unreachable; retry later.
         """
+
+    def emit_events(self, events: Sequence[Tuple[str, Mapping[str, Any]]]) -> None:
+        """Deliver several events at once (up to :attr:`max_batch`); publisher thread only.
+
+        A transport that can pipeline (one Redis round trip, one wait for
+        RabbitMQ's confirms) overrides this and raises :attr:`max_batch`. The
+        batch succeeds or fails as a whole: :class:`TransportUnavailable` keeps
+        every event of it for a retry (so a consumer may see an event twice
+        after an outage: delivery is at-least-once), any other exception fails
+        them all.
+        """
+        for event_name, event_body in events:
+            self.emit_event(event_name, event_body)
 
     def prepare(self) -> None:
         """Import client libraries and build what the publisher thread needs (optional).

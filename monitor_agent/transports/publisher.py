@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
-from typing import Any, Deque, Dict, Mapping, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Tuple
 
 from .. import _native
 from .._logonce import LogOnce
@@ -58,7 +58,7 @@ class Publisher:
         self._wakeup = _native.Wakeup()
         self._done = _native.allocate_lock()
         self._queue: Deque[Item] = collections.deque()
-        self._in_flight: Item | None = None
+        self._in_flight: List[Item] = []
         self._dropped_since_send = 0
         self._stopping = False  # drain the queue, then exit
         self._abort = False  # give up now; count what is left as dropped
@@ -111,57 +111,67 @@ class Publisher:
     def _run(self) -> None:
         try:
             while True:
-                item = self._take()
-                if item is None:
+                batch = self._take()
+                if not batch:
                     break
-                self._deliver(item)
+                self._deliver(batch)
         except BaseException:  # noqa: BLE001 - interpreter shutdown; nothing to report to
             pass
         finally:
             self._running = False
             self._done.release()
 
-    def _take(self) -> Item | None:
+    def _take(self) -> List[Item]:
+        """The next batch (up to the transport's ``max_batch`` events); empty when it is time to stop."""
+        limit = max(1, int(getattr(self.transport, "max_batch", 1)))
         while True:
             with self._lock:
                 if self._abort:
-                    return None
+                    return []
                 if self._queue:
-                    self._in_flight = self._queue.popleft()
-                    return self._in_flight
+                    queue = self._queue
+                    batch = [queue.popleft() for _ in range(min(limit, len(queue)))]
+                    self._in_flight = batch
+                    return batch
                 if self._stopping:
-                    return None
+                    return []
             self._wakeup.wait(5.0)
 
-    def _finish(self, item: Item, counter: str) -> bool:
-        """Account for the in-flight *item* once; False if close() already counted it."""
+    def _finish(self, batch: List[Item], counter: str) -> bool:
+        """Account for the in-flight *batch* once; False if close() already counted it."""
         with self._lock:
-            if self._in_flight is not item:
+            if self._in_flight is not batch:
                 return False
-            self._in_flight = None
+            self._in_flight = []
             if counter == "sent":
-                self.sent += 1
+                self.sent += len(batch)
             elif counter == "failed":
-                self.failed += 1
+                self.failed += len(batch)
             else:
-                self.dropped[counter] += 1
+                self.dropped[counter] += len(batch)
             return True
 
-    def _deliver(self, item: Item) -> None:
-        event_name, envelope = item
+    def _deliver(self, batch: List[Item]) -> None:
         attempt = 0
         while True:
             dropped = self._dropped_since_send
-            body = dict(envelope, dropped_before=dropped) if dropped else envelope
+            if dropped:  # the first event of the batch tells consumers what they missed
+                (first_name, first), rest = batch[0], batch[1:]
+                items = [(first_name, dict(first, dropped_before=dropped)), *rest]
+            else:
+                items = batch
             try:
-                self.transport.emit_event(event_name, body)
+                if len(items) == 1:
+                    self.transport.emit_event(*items[0])
+                else:
+                    self.transport.emit_events(items)
             except TransportUnavailable as exc:
                 self.retries += 1
                 self.last_error = redact_text(f"{type(exc).__name__}: {exc}")
                 self._log.warn("unavailable", "transport %s is unavailable (%s); events are queued "
                                "and retried", self.name, self.last_error)
                 if self._abort:
-                    self._finish(item, "shutdown")
+                    self._finish(batch, "shutdown")
                     return
                 delay = min(self.backoff_cap, self.backoff_base * (2 ** min(attempt, 16)))
                 attempt += 1
@@ -169,11 +179,11 @@ class Publisher:
                 continue
             except Exception as exc:  # noqa: BLE001 - a transport fault costs this event only
                 self.last_error = redact_text(f"{type(exc).__name__}: {exc}")
-                self._log.warn(("failed", type(exc)), "transport %s failed to send an event: %s",
-                               self.name, self.last_error, exc_info=True)
-                self._finish(item, "failed")
+                self._log.warn(("failed", type(exc)), "transport %s failed to send %d event(s): %s",
+                               self.name, len(batch), self.last_error, exc_info=True)
+                self._finish(batch, "failed")
                 return
-            if self._finish(item, "sent"):
+            if self._finish(batch, "sent"):
                 with self._lock:
                     self._dropped_since_send -= dropped
             if attempt and self._log.forget("unavailable"):
@@ -185,7 +195,7 @@ class Publisher:
     def pending(self) -> int:
         """Events queued or in flight."""
         with self._lock:
-            return len(self._queue) + (self._in_flight is not None)
+            return len(self._queue) + len(self._in_flight)
 
     def flush(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for the queue to drain; return whether it did."""
@@ -213,10 +223,10 @@ class Publisher:
         drained = not self._running or bool(self._done.acquire(True, max(timeout, 0.0)))
         with self._lock:
             self._abort = True
-            left = len(self._queue) + (self._in_flight is not None)
+            left = len(self._queue) + len(self._in_flight)
             self.dropped["shutdown"] += left
             self._queue.clear()
-            self._in_flight = None
+            self._in_flight = []
         self._wakeup.set()
         try:
             self.transport.close()
@@ -235,7 +245,7 @@ class Publisher:
         """Counters of this transport (see the module docstring for how they add up)."""
         with self._lock:
             queued = len(self._queue)
-            in_flight = int(self._in_flight is not None)
+            in_flight = len(self._in_flight)
         return {"submitted": self.submitted, "sent": self.sent, "failed": self.failed,
                 "dropped": dict(self.dropped), "queued": queued, "in_flight": in_flight,
                 "retries": self.retries, "last_error": self.last_error}
