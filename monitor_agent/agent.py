@@ -257,7 +257,12 @@ class Agent:
         return f"<Agent pid={self.pid} service={self.settings.service!r} transports={urls!r}>"
 
 
-def _build_transports(settings: Settings, registry: PluginRegistry) -> List[BaseEventTransport]:
+def build_transports(settings: Settings, registry: PluginRegistry) -> List[BaseEventTransport]:
+    """Make the transports the settings name (each factory validates its URL).
+
+    Raises:
+        ConfigError: A scheme is unknown, disabled or cannot load, or a URL is bad.
+    """
     variable = settings.sources["transports"]
     if variable == "default":
         variable = Settings.transports.env
@@ -362,7 +367,7 @@ def install(**settings: Any) -> Agent | None:
                 log.debug("monitor_agent is already installed; install(%s) ignored", ", ".join(settings))
             return _agent
         registry = PluginRegistry(resolved.disabled_plugins)
-        transports = _build_transports(resolved, registry)
+        transports = build_transports(resolved, registry)
         agent = Agent(resolved, gevent.get_hub(), transports, registry)
         agent._start()
         _agent = agent

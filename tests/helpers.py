@@ -15,6 +15,12 @@ PYTHON = sys.executable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIRE_BROKERS = os.environ.get("MONITOR_AGENT_REQUIRE_BROKERS") == "1"
 
+# The password every test puts in URLs. No output of the whole suite may contain
+# it: the root conftest scans what pytest captured (logs, stdout, stderr) and
+# everything recorded in CAPTURED (subprocess output, files read back).
+SECRET = "s3cr3t-Pa55w0rd-9f3e"
+CAPTURED: List[str] = []
+
 
 def clean_environ(**overrides: str) -> Dict[str, str]:
     """os.environ without any MONITOR_AGENT_* or GEVENT_* variable, plus *overrides*."""
@@ -27,15 +33,19 @@ def clean_environ(**overrides: str) -> Dict[str, str]:
 def run_python(code: str, *, env: Mapping[str, str] | None = None, args: Sequence[str] = (),
                timeout: float = 60, cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run *code* (dedented) in a fresh interpreter; return the completed process (text output)."""
-    return subprocess.run([PYTHON, "-c", textwrap.dedent(code), *args], env=dict(env or clean_environ()),
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    result = subprocess.run([PYTHON, "-c", textwrap.dedent(code), *args], env=dict(env or clean_environ()),
+                            capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    CAPTURED.extend([result.stdout, result.stderr])
+    return result
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60,
             input: str | None = None) -> subprocess.CompletedProcess:
     """Run ``monitor-agent ARGS`` (as ``python -m monitor_agent.cli``)."""
-    return subprocess.run([PYTHON, "-m", "monitor_agent.cli", *args], env=dict(env or clean_environ()),
-                          capture_output=True, text=True, timeout=timeout, input=input)
+    result = subprocess.run([PYTHON, "-m", "monitor_agent.cli", *args], env=dict(env or clean_environ()),
+                            capture_output=True, text=True, timeout=timeout, input=input)
+    CAPTURED.extend([result.stdout, result.stderr])
+    return result
 
 
 def read_jsonl(path: str) -> List[Dict[str, Any]]:
@@ -43,7 +53,9 @@ def read_jsonl(path: str) -> List[Dict[str, Any]]:
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        text = f.read()
+    CAPTURED.append(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def names(envelopes: Sequence[Mapping[str, Any]]) -> List[str]:

@@ -19,9 +19,11 @@ import argparse
 import os
 import shutil
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, NoReturn, Tuple
 
+from ..agent import build_transports
 from ..errors import ConfigError
+from ..plugins import PluginRegistry
 from ..settings import Settings
 from ._common import fail
 
@@ -31,8 +33,15 @@ BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 PATCH_ALL_ENV = "MONITOR_AGENT_PATCH_ALL"
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but usage errors are one ``monitor-agent: …`` line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        fail(message)
+
+
 def _options_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="monitor-agent run", usage="monitor-agent run [OPTIONS] -- CMD [ARGS...]",
         description="Run a Python program with monitor_agent installed at interpreter start-up. "
                     "Each option sets the MONITOR_AGENT_* variable of the same name.")
@@ -63,8 +72,16 @@ def child_environment(options: Dict[str, str], patch_all: bool,
     return env
 
 
-def main(argv: List[str]) -> int:
-    """Validate the options and settings, then exec the program. Returns only on error."""
+def prepare(argv: List[str]) -> Tuple[str, List[str], Dict[str, str]]:
+    """Parse ``run``'s arguments and validate every setting, without running anything.
+
+    Returns:
+        ``(executable, command, environment)`` ready for ``execve``.
+
+    Raises:
+        SystemExit: With status 2 (bad option or setting, one-line message on
+            stderr), 127 (command not found), or 0 after ``--help``.
+    """
     parser = _options_parser()
     if "--" in argv:
         split = argv.index("--")
@@ -76,24 +93,40 @@ def main(argv: List[str]) -> int:
              "monitor-agent run [OPTIONS] -- CMD [ARGS...]")
     else:
         own, command = [], argv
-    try:
-        args = parser.parse_args(own)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    # "--startup-grace -1" must reach our validation, not look like an option to argparse.
+    options_with_values = {s.option for s in Settings.declarations()}
+    joined: List[str] = []
+    for arg in own:
+        if joined and joined[-1] in options_with_values:
+            joined[-1] = f"{joined[-1]}={arg}"
+        else:
+            joined.append(arg)
+    args = parser.parse_args(joined)
     if not command:
         parser.print_usage(sys.stderr)
         fail("no command given after --")
     options = {s.name: getattr(args, s.name) for s in Settings.declarations() if getattr(args, s.name) is not None}
     env = child_environment(options, args.patch_all)
     try:
-        Settings.load(environ=env)
+        settings = Settings.load(environ=env)
+        # The transports too: an unknown scheme or a bad URL must stop us here,
+        # not in the child's start-up (and not at all for a non-Python child).
+        for transport in build_transports(settings, PluginRegistry(settings.disabled_plugins)):
+            transport.close()
     except ConfigError as exc:
         fail(str(exc))
-    if args.patch_all and env.get(PATCH_ALL_ENV) != "1":  # pragma: no cover - defensive
-        fail(f"{PATCH_ALL_ENV} could not be set")
     executable = shutil.which(command[0], path=env.get("PATH"))
     if executable is None:
         fail(f"command not found: {command[0]}", status=127)
+    return executable, command, env
+
+
+def main(argv: List[str]) -> int:
+    """Validate the options and settings, then exec the program. Returns only on error."""
+    try:
+        executable, command, env = prepare(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
