@@ -117,6 +117,85 @@ class TestPublisher:
         transport.gate.set()
 
 
+class BatchRecorder(Recorder):
+    """A Recorder that takes batches, as the Redis and RabbitMQ transports do."""
+
+    max_batch = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: List[int] = []
+
+    def emit_event(self, event_name: str, event_body: Mapping[str, Any]) -> None:
+        self.emit_events([(event_name, event_body)])  # a batch of one (the publisher's shortcut)
+
+    def emit_events(self, events: Any) -> None:
+        self.gate.wait()
+        if self.unavailable:
+            raise TransportUnavailable("down")
+        if any(name in self.fail_names for name, _ in events):
+            raise ValueError("refused")
+        self.batches.append(len(events))
+        self.bodies.extend(body for _, body in events)
+
+
+class TestBatches:
+    """Transports with max_batch > 1 get several queued events per call, accounted as a whole."""
+
+    def test_batches_are_bounded_and_ordered(self) -> None:
+        """Queued events go out in order, at most max_batch per call."""
+        transport = BatchRecorder()
+        transport.gate.clear()
+        publisher = Publisher(transport, queue_size=100)
+        publisher.start()
+        for i in range(30):
+            publisher.submit("e", _envelope(i))
+        transport.gate.set()
+        assert publisher.flush(2)
+        assert [b["n"] for b in transport.bodies] == list(range(30))
+        assert max(transport.batches) == 8 and len(transport.batches) >= 4
+        assert publisher.stats()["sent"] == 30
+
+    def test_unavailable_retries_the_whole_batch_and_failures_count_each_event(self) -> None:
+        """An outage keeps the whole batch; a refused batch counts every event in it as failed."""
+        transport = BatchRecorder()
+        transport.unavailable = True
+        transport.gate.clear()
+        publisher = Publisher(transport, queue_size=100, backoff_base=0.005, backoff_cap=0.02)
+        publisher.start()
+        for i in range(5):
+            publisher.submit("e", _envelope(i))
+        transport.gate.set()
+        wait_until(lambda: publisher.stats()["retries"] >= 2)
+        transport.unavailable = False
+        assert publisher.flush(2)
+        assert [b["n"] for b in transport.bodies] == [0, 1, 2, 3, 4]
+        transport.gate.clear()
+        transport.fail_names = {"bad"}
+        publisher.submit("bad", {"event": "bad"})
+        publisher.submit("good", {"event": "good"})
+        transport.gate.set()
+        assert publisher.flush(2)
+        s = publisher.stats()
+        assert s["submitted"] == s["sent"] + s["failed"] + sum(s["dropped"].values()) == 7
+        assert s["failed"] in (1, 2)  # 'good' may have been queued behind 'bad' in the same batch
+
+    def test_dropped_before_rides_on_the_first_event_of_a_batch(self) -> None:
+        """After an overflow, the first event of the next batch says how many were dropped."""
+        transport = BatchRecorder()
+        transport.gate.clear()
+        publisher = Publisher(transport, queue_size=4)
+        publisher.start()
+        for i in range(20):
+            publisher.submit("e", _envelope(i))
+        transport.gate.set()
+        assert publisher.flush(2)
+        carried = [i for i, b in enumerate(transport.bodies) if b.get("dropped_before")]
+        assert sum(transport.bodies[i]["dropped_before"] for i in carried) == publisher.dropped["queue_full"] > 0
+        batch_starts = {sum(transport.batches[:k]) for k in range(len(transport.batches))}
+        assert carried and set(carried) <= batch_starts
+
+
 class TestJsonl:
     """jsonl: one envelope per line, file mode 0600."""
 
