@@ -14,7 +14,7 @@ from .._version import __version__
 
 __all__ = ["main"]
 
-_COMMANDS = ("run", "config", "plugins", "listen")
+_COMMANDS = ("run", "config", "plugins", "listen", "report")
 
 
 def _parser() -> argparse.ArgumentParser:
