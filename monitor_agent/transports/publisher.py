@@ -28,6 +28,11 @@ log = logging.getLogger("monitor_agent.transports")
 
 Item = Tuple[str, Mapping[str, Any]]
 
+#: A publisher thread busy encoding and sending releases the GIL at least this
+#: often (seconds). Without it, the hub's thread waits up to the interpreter's
+#: switch interval (5 ms) for the GIL each time it wakes during a burst.
+YIELD_EVERY = 0.0005
+
 
 def _jitter() -> float:
     """A factor in [0.5, 1] (not the random module: nothing may be imported in this thread, see prepare())."""
@@ -110,11 +115,16 @@ class Publisher:
 
     def _run(self) -> None:
         try:
+            yielded = _native.monotonic()
             while True:
                 batch = self._take()
                 if not batch:
                     break
                 self._deliver(batch)
+                now = _native.monotonic()
+                if now - yielded >= YIELD_EVERY:
+                    _native.sleep(0)  # hand the GIL to the hub's thread, which may be waiting for it
+                    yielded = now
         except BaseException:  # noqa: BLE001 - interpreter shutdown; nothing to report to
             pass
         finally:
