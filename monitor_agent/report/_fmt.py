@@ -25,7 +25,7 @@ def format_duration(seconds: Optional[float]) -> str:
         return "?"
     if seconds < 60:
         return f"{seconds:.3f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
@@ -64,10 +64,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     """Rows as aligned columns; column numbers in *right* are right-aligned. Cells must be clean already."""
     widths = [len(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths))]
+        parts = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths, strict=True))]
         return (indent + "  ".join(parts)).rstrip()
 
     return [line(headers), *(line(row) for row in rows)]

@@ -460,8 +460,8 @@ class ReportBuilder:
         while self.pending:
             (proc_key, _), episode = self.pending.popitem(last=False)
             self._record(self.processes[proc_key], episode, finished=False)
-        for episode in self.open_memory.values():
-            self._keep_episode(episode)
+        for memory_episode in self.open_memory.values():
+            self._keep_episode(memory_episode)
         self.open_memory.clear()
         sites = sorted(self.sites.values(), key=lambda s: (-s.total, -s.count, s.key))
         episodes = [e for _, _, e in sorted(self.closed_memory, key=lambda item: item[:2], reverse=True)]

@@ -46,7 +46,7 @@ def _sites(report: Report, top: int) -> List[str]:
                      right=(0, 1, 2, 3, 4))
     lines.append(rendered[0])
     pad = " " * (rendered[0].index("culprit"))
-    for row_line, detail in zip(rendered[1:], details):
+    for row_line, detail in zip(rendered[1:], details, strict=True):
         lines.append(row_line)
         lines.extend(pad + d for d in detail)
     if len(report.sites) > top:
