@@ -6,6 +6,7 @@ set -euo pipefail
 declare -A need=()   # command -> package
 # (entries are added by the features that need them)
 need[chromium]=chromium   # monitor-agent report --html: headless browser test
+need[promtool]=prometheus
 
 missing=()
 for cmd in "${!need[@]}"; do
