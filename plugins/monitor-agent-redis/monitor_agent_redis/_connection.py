@@ -24,7 +24,7 @@ from redis.retry import Retry
 
 from ._url import RedisSettings
 
-__all__ = ["RealSocketConnection", "new_connection"]
+__all__ = ["RealSocketConnection", "TlsSocket", "make_tls_context", "new_connection", "warm_up"]
 
 _socket_class: Any = get_original("socket", "socket")
 _getaddrinfo: Any = get_original("socket", "getaddrinfo")
@@ -36,6 +36,81 @@ SOL_SOCKET, SO_KEEPALIVE = socket.SOL_SOCKET, socket.SO_KEEPALIVE
 KEEPALIVE_OPTIONS = {getattr(socket, name): value
                      for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
                      if hasattr(socket, name)}
+
+
+class TlsSocket:
+    """TLS over a real socket through ``ssl.MemoryBIO``, never through gevent.
+
+    After ``gevent.monkey.patch_all()``, even the original ``ssl.SSLSocket``
+    derives from gevent's cooperative socket when ``ssl`` was imported after
+    patching; an ``SSLObject`` on memory buffers does no I/O of its own, so
+    all reads and writes here are the real socket's. Provides what redis-py
+    uses of a socket (``recv``, ``sendall``, ``settimeout``, ``shutdown``,
+    ``close``, …; anything else is the raw socket's).
+
+    Args:
+        raw: A connected, real TCP socket (its timeout applies to the handshake).
+        context: An ``ssl.SSLContext``.
+        server_hostname: Name to send (SNI) and verify.
+    """
+
+    def __init__(self, raw: Any, context: Any, server_hostname: str) -> None:
+        import ssl
+
+        self._raw = raw
+        self._want_read = ssl.SSLWantReadError
+        self._eof = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        self._handshake()
+
+    def _handshake(self) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except self._want_read:
+                self._flush()
+                if not self._fill():
+                    raise ConnectionResetError("the server closed the connection during the TLS handshake")
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self._raw.sendall(data)
+
+    def _fill(self) -> bool:
+        data = self._raw.recv(65536)
+        if not data:
+            self._incoming.write_eof()
+            return False
+        self._incoming.write(data)
+        return True
+
+    def recv(self, size: int) -> bytes:
+        """Up to *size* decrypted bytes; ``b""`` at end of stream."""
+        while True:
+            try:
+                return bytes(self._tls.read(size))
+            except self._want_read:
+                self._flush()
+                if not self._fill():
+                    return b""
+            except self._eof:
+                return b""
+
+    def sendall(self, data: Any) -> None:
+        """Encrypt and send all of *data*."""
+        view = memoryview(data)
+        while view:
+            written = self._tls.write(view)
+            view = view[written:]
+        self._flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 def _tls_context(settings: RedisSettings) -> Any:
@@ -102,10 +177,9 @@ class RealSocketConnection(Connection):  # type: ignore[misc,unused-ignore]
                         sock.setsockopt(IPPROTO_TCP, option, value)
                 sock.settimeout(settings.connect_timeout)
                 sock.connect(address)
-                if self._tls_context is not None:
-                    sock = self._tls_context.wrap_socket(sock, server_hostname=settings.host)
+                tls = TlsSocket(sock, self._tls_context, settings.host) if self._tls_context is not None else None
                 sock.settimeout(settings.socket_timeout)
-                return sock
+                return tls if tls is not None else sock
             except OSError as exc:
                 error = exc
                 sock.close()
@@ -145,3 +219,12 @@ def new_connection(settings: RedisSettings, tls_context: Any = None) -> RealSock
 def make_tls_context(settings: RedisSettings) -> Any:
     """The TLS context for a rediss URL, or None for the other schemes."""
     return _tls_context(settings) if settings.tls else None
+
+
+def warm_up() -> None:
+    """Import, in the calling (hub) thread, what connecting would otherwise import lazily.
+
+    ``getaddrinfo`` of a host name imports the ``idna`` codec on first use;
+    nothing may be imported in a native thread (fork safety).
+    """
+    "localhost".encode("idna")

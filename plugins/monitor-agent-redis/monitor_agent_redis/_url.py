@@ -250,7 +250,7 @@ def _tcp_location(host: str | None, port: int | None, path: str) -> Dict[str, An
         raise _Problem(f"bad host {host!r}")
     if port == 0:
         raise _Problem("port 0 is not a port")
-    fields: Dict[str, Any] = {"host": host, "port": DEFAULT_PORT if port is None else port}
+    fields: Dict[str, Any] = {"host": unquote(host), "port": DEFAULT_PORT if port is None else port}
     db_text = path[1:] if path.startswith("/") else path
     if db_text:
         try:

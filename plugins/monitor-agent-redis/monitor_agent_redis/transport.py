@@ -76,21 +76,27 @@ class RedisEventTransport(BaseEventTransport):
 
     def prepare(self) -> None:
         """Import redis-py (and ssl, for rediss) and build the TLS context; hub thread only."""
-        if self._redis is not None:
-            return
-        from redis import exceptions
+        if self._redis is None:
+            from redis import exceptions
 
-        from . import _connection
+            from . import _connection
 
-        self._tls_context = _connection.make_tls_context(self.settings)
-        self._redis = (_connection, exceptions)
+            _connection.warm_up()
+            self._tls_context = _connection.make_tls_context(self.settings)
+            self._redis = (_connection, exceptions)
+        if self._conn is None:
+            # Made here, not in the publisher thread: redis-py reads its package
+            # metadata (importing email.*) when a connection object is created.
+            self._conn = self._new_connection(self.settings)
+
+    def _new_connection(self, settings: RedisSettings) -> Any:
+        """A not-yet-connected redis-py connection with real sockets (call in the hub thread)."""
+        return self._redis[0].new_connection(settings, self._tls_context)
 
     def _connection(self) -> Any:
-        if self._redis is None:
-            raise RuntimeError("RedisEventTransport.prepare() was not called (it imports redis-py in the hub "
-                               "thread)")
         if self._conn is None:
-            self._conn = self._redis[0].new_connection(self.settings, self._tls_context)
+            raise RuntimeError("RedisEventTransport.prepare() was not called (it imports redis-py and makes "
+                               "the connection in the hub thread)")
         return self._conn
 
     # -- publishing (publisher thread) ---------------------------------------------
@@ -151,7 +157,7 @@ class RedisEventTransport(BaseEventTransport):
         """Stop consuming and disconnect (only this process's own connection)."""
         self._closed = True
         self.stop_accepting_events()
-        conn, self._conn = self._conn, None
+        conn = self._conn
         if conn is not None:
             self._drop(conn)  # redis-py skips shutdown() when the connection is a parent's
 
@@ -199,9 +205,11 @@ class RedisEventTransport(BaseEventTransport):
         if self._consuming:
             return
         self.prepare()
+        # redis-py's own health check would read a pub/sub message as its PONG: the loop pings itself.
+        conn = self._new_connection(dataclasses.replace(self.settings, health_check_interval=0))
         self._consuming = True
         self._consumer_done.acquire()
-        _native.spawn("ma:redis-sub", self._consume)
+        _native.spawn("ma:redis-sub", self._consume, conn)
 
     def stop_accepting_events(self) -> None:
         """Stop the consumer thread; returns when it has finished (or after a few seconds)."""
@@ -212,12 +220,10 @@ class RedisEventTransport(BaseEventTransport):
         if self._consumer_done.acquire(True, POLL_INTERVAL * 4 + self.settings.socket_timeout):
             self._consumer_done.release()
 
-    def _consume(self) -> None:
+    def _consume(self, conn: Any) -> None:
         attempt = 0
         try:
             while self._consuming:
-                conn = self._redis[0].new_connection(dataclasses.replace(self.settings, health_check_interval=0),
-                                                     self._tls_context)
                 try:
                     self._subscribe(conn)
                     attempt = 0
