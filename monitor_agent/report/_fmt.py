@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import re
 from typing import List, Optional, Sequence
 
@@ -21,7 +22,7 @@ def clean(text: str) -> str:
 
 def format_duration(seconds: Optional[float]) -> str:
     """``0.2681`` -> ``0.268s``; ``75`` -> ``1m15s``."""
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return "?"
     if seconds < 60:
         return f"{seconds:.3f}s"
@@ -67,7 +68,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths, strict=True))]
+        pairs = enumerate(zip(cells, widths, strict=True))
+        parts = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in pairs]
         return (indent + "  ".join(parts)).rstrip()
 
     return [line(headers), *(line(row) for row in rows)]

@@ -85,12 +85,16 @@ class _Chart:
     """Scales from (time, value) to SVG coordinates, and the axes."""
 
     def __init__(self, first: float, last: float, y_max: float) -> None:
-        if last - first < 1e-3:
-            first, last = first - 0.5, last + 0.5
-        self.first, self.last, self.y_max = first, last, y_max
+        span = last - first
+        if not math.isfinite(span) or span < 1e-3:  # one instant (or absurd timestamps): a one-second axis
+            span = 1.0
+            first -= 0.5
+        self.first, self.span, self.y_max = first, span, y_max
+        self.last = first + span
 
     def x(self, ts: float) -> float:
-        return LEFT + (WIDTH - LEFT - RIGHT) * (ts - self.first) / (self.last - self.first)
+        x = LEFT + (WIDTH - LEFT - RIGHT) * (ts - self.first) / self.span
+        return min(max(x, LEFT), WIDTH - RIGHT) if math.isfinite(x) else LEFT
 
     def y(self, value: float) -> float:
         return HEIGHT - BOTTOM - (HEIGHT - TOP - BOTTOM) * min(value, self.y_max) / self.y_max
@@ -104,7 +108,7 @@ class _Chart:
             text = format_bytes(value) if fmt_value == "bytes" else format_duration(value)
             parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_e(text)}</text>')
         for i in range(5):
-            ts = self.first + (self.last - self.first) * i / 4
+            ts = self.first + self.span * i / 4
             x = self.x(ts)
             anchor = "start" if i == 0 else "end" if i == 4 else "middle"
             parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">'

@@ -30,6 +30,7 @@ MAX_PROFILE_FRAMES = 64
 MAX_FRAMES = 128
 MAX_TEXT = 300
 MAX_EPISODES_KEPT = 200
+MAX_DURATION = 1e9  # seconds (31 years): a longer "block" is a corrupt field, taken as unknown
 MAX_BIN_WIDTH = 1e12  # seconds: beyond any real log's span
 OTHER_SITE = "(other sites)"
 OTHER_PROCESS: ProcessKey = ("(other hosts)", 0, "(other processes)")
@@ -48,6 +49,12 @@ def _number(value: Any) -> Optional[float]:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+def _duration(value: Any) -> Optional[float]:
+    """A plausible duration in seconds, else None."""
+    number = _number(value)
+    return number if number is not None and 0 <= number <= MAX_DURATION else None
 
 
 def _count(value: Any) -> int:
@@ -364,7 +371,7 @@ class ReportBuilder:
         return site
 
     def _blocked(self, proc: Process, data: Mapping[str, Any], ts: float) -> None:
-        duration = max(_number(data.get("blocking_time")) or 0.0, 0.0)
+        duration = _duration(data.get("blocking_time")) or 0.0
         started = _started(data, ts, duration)
         episode = (proc.key, _count(data.get("episode")))
         if episode in self.pending:
@@ -376,8 +383,8 @@ class ReportBuilder:
 
     def _unblocked(self, proc: Process, data: Mapping[str, Any], ts: float) -> None:
         pending = self.pending.pop((proc.key, _count(data.get("episode"))), None)
-        duration = _number(data.get("blocking_time"))
-        if duration is None or duration < 0:
+        duration = _duration(data.get("blocking_time"))
+        if duration is None:
             duration = pending.duration if pending else 0.0
         site = pending.site if pending else self._site(data)
         started = pending.started if pending else _started(data, ts, duration)
@@ -392,8 +399,8 @@ class ReportBuilder:
         out: List[Tuple[str, float]] = []
         for item in value[:MAX_PROFILE_FRAMES]:
             if isinstance(item, dict):
-                seconds = _number(item.get("seconds"))
-                if seconds is not None and seconds > 0:
+                seconds = _duration(item.get("seconds"))
+                if seconds:
                     out.append((frame_text(_frames([item])[0]), seconds))
         return out
 
