@@ -472,9 +472,9 @@ def big_log(path: Any, n: int, processes: int = 4) -> str:
                 batch = memory_episode(t, [210 * MB + i], 120 * MB, **source)
             else:
                 episode[p] += 1
-                stack = sites[(i * 7 + p) % len(sites)]
-                batch = block_pair(episode[p], stack, 0.1 + (i % 13) * 0.01, start=t, greenlet=f"g-{i % 40}",
-                                   **source)
+                site = (i // processes) % len(sites)  # every process hits every site; later sites block longer
+                batch = block_pair(episode[p], sites[site], 0.1 + 0.03 * site + (i % 5) * 0.002, start=t,
+                                   greenlet=f"g-{i % 40}", **source)
             for env in batch:
                 f.write(wire.encode(env) + b"\n")
             written += len(batch)
@@ -492,6 +492,9 @@ def test_report_on_100k_events_is_fast_and_bounded(tmp_path: Any, capsys: Any) -
     assert result.returncode == 0, result.stderr[-2000:]
     assert "100000 events from 4 processes" in result.stdout
     assert "Skipped lines: 0" in result.stdout
+    assert "(by total blocked time; 6 sites, 49000 blocks)" in result.stdout
+    ranked = [result.stdout.index(f) for f in ("auth.py:77", "cache.py:3", "render.py:8", "jobs.py:120")]
+    assert ranked == sorted(ranked)  # the longer-blocking sites first (equal counts)
     assert "% (" in result.stderr  # --progress: shown although stderr is a pipe
     page = out.read_text(encoding="utf-8")
     assert page.count("<circle") <= 2 * 4_000 + 10  # the timelines are binned, not one dot per event
