@@ -32,7 +32,8 @@ def _positive(text: str) -> int:
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("report", help="summarise JSONL event logs (text, or one HTML page)",
-                            description=__doc__.splitlines()[0])
+                            description="Summarise JSONL event logs: top blocking sites, memory episodes, "
+                                        "per-process totals and skipped lines; --html also writes one page.")
     parser.add_argument("files", nargs="+", metavar="EVENTS.jsonl", help="event logs to read ('-': standard input)")
     parser.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML report here")
     parser.add_argument("--top", type=_positive, default=10, metavar="N", help="rows per section (default 10)")
