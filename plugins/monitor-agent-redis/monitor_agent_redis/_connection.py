@@ -208,6 +208,9 @@ def connection_kwargs(settings: RedisSettings) -> Dict[str, Any]:
         # One attempt: the Publisher owns retries (with backoff), not redis-py.
         "retry": Retry(NoBackoff(), 0),
         "retry_on_timeout": False,
+        # RESP2: pub/sub messages are plain replies of read_response() (under RESP3,
+        # redis-py >= 8's default, they are push frames handed to a logging handler).
+        "protocol": 2,
     }
 
 

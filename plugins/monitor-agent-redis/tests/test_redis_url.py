@@ -6,10 +6,10 @@ from typing import Any, Dict
 
 import pytest
 from ma_redis_kit import fresh_agent, no_secret_leak  # noqa: F401 - autouse fixtures
+from monitor_agent_redis import RedisEventTransport, factory
 
 from monitor_agent import ConfigError
 from monitor_agent.plugins import PluginRegistry
-from monitor_agent_redis import RedisEventTransport, factory
 from tests.helpers import SECRET, clean_environ, run_python
 
 GOOD: Dict[str, Dict[str, Any]] = {
