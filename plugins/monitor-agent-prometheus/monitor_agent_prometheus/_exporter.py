@@ -138,6 +138,13 @@ class Exporter:
         host, port = self.server.address[:2]
         return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
 
+    def stop(self) -> None:
+        """Close the port and end the server thread (the agent is being uninstalled)."""
+        server, self.server = self.server, None
+        self.wanted = False
+        if server is not None and self.pid == os.getpid():
+            server.stop()
+
     def subscriber(self, event: Any) -> None:
         """The ``gevent.events`` subscriber (monitor thread): count blocking episodes by site."""
         if self.pid == os.getpid() and not self.agent.stopped:
@@ -187,8 +194,8 @@ def setup(agent: Any) -> None:
     global _exporter, _fork_hook_registered
     config = ExporterConfig.from_environ()
     previous = _exporter
-    if previous is not None and previous.server is not None:
-        previous.server.stop()  # an earlier agent was uninstalled; this one takes over
+    if previous is not None:
+        previous.stop()  # an earlier agent was uninstalled; this one takes over
     exporter = Exporter(agent, config)
     exporter.warm_up()
     if previous is not None and previous.subscriber in gevent_events.subscribers:
@@ -198,4 +205,24 @@ def setup(agent: Any) -> None:
     if not _fork_hook_registered:
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_registered = True
+    _stop_with(agent, exporter)
     agent.hub.loop.run_callback(exporter.on_hub_running)
+
+
+def _stop_with(agent: Any, exporter: Exporter) -> None:
+    """Stop *exporter* when *agent* is uninstalled.
+
+    The core has no stop hook for plugins yet, so the agent's ``_stop`` is
+    wrapped on this instance; the exporter stops first (closing its port at
+    once) and the agent's own shutdown follows unchanged.
+    """
+    original = agent._stop
+
+    def _stop(timeout: float) -> bool:
+        try:
+            exporter.stop()
+        except Exception:
+            log.warning("monitor_agent.prometheus did not stop cleanly", exc_info=True)
+        return bool(original(timeout))
+
+    agent._stop = _stop

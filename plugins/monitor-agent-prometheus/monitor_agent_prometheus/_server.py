@@ -17,11 +17,13 @@ from typing import Any, Callable, Tuple
 
 from monitor_agent import _native
 
-__all__ = ["MetricsServer", "Renderer"]
+__all__ = ["THREAD_NAME", "MetricsServer", "Renderer"]
 
 # (accept header) -> (body, content type)
 Renderer = Callable[[str], Tuple[bytes, str]]
 
+# Not "ma:…": that prefix is the core agent's own threads (its tests count them).
+THREAD_NAME = "prom-exporter"
 _MAX_REQUEST = 16384
 _CLIENT_TIMEOUT = 5.0
 _ACCEPT_TIMEOUT = 0.5  # how soon the thread notices stop()
@@ -45,6 +47,7 @@ class MetricsServer:
         self.requests = 0
         self.errors = 0
         self._stopping = False
+        self._done = _native.allocate_lock()
 
     @staticmethod
     def bind(family: int, sockaddr: Tuple[Any, ...]) -> Any:
@@ -63,20 +66,30 @@ class MetricsServer:
         return sock
 
     def start(self) -> None:
-        """Serve in a new native thread."""
-        _native.spawn("ma:prometheus", self._run)
+        """Serve in a new native thread (named ``prom-exporter``)."""
+        self._done.acquire()
+        try:
+            _native.spawn(THREAD_NAME, self._run)
+        except BaseException:
+            self._done.release()
+            raise
 
-    def stop(self) -> None:
-        """Stop listening now (the port is free again at once); the thread then exits."""
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop listening now (the port is free again at once); wait up to *timeout* for the thread to end."""
         self._stopping = True
         try:
             self.sock.shutdown(_socket.SHUT_RDWR)  # wakes a blocked accept() on Linux
         except OSError:
             pass
+        if self._done.acquire(True, timeout):
+            self._done.release()
+            return True
+        return False
 
     def close_inherited(self) -> None:
         """In a forked child: close this copy of the parent's socket; the parent keeps serving."""
         self._stopping = True
+        self._done = _native.allocate_lock()  # the parent's thread does not exist here
         try:
             self.sock.close()
         except OSError:
@@ -101,6 +114,7 @@ class MetricsServer:
                 self.sock.close()
             except OSError:
                 pass
+            self._done.release()
 
     def _serve(self, conn: Any) -> None:
         try:

@@ -46,6 +46,9 @@ print("BLOCKING", flush=True)
 spin(3.0)                  # the hub is stuck here while the test scrapes
 print("UNBLOCKED", flush=True)
 wait_for("go-2")
+import gc
+from gevent.hub import Hub
+print("HUBS", sum(isinstance(o, Hub) for o in gc.get_objects()), flush=True)
 '''
 
 
@@ -95,6 +98,8 @@ def test_metrics_after_real_blocks_parse_and_pass_promtool(apps: List[App], tmp_
     assert app.proc.poll() is None and "UNBLOCKED\n" not in app.lines
     app.read_line("UNBLOCKED")
     app.go("go-2")
+    # No hub was made in the server's thread: it never touched a patched socket or the gevent API.
+    assert app.read_line("HUBS") == "HUBS 1"
     _, err = app.finish()
     assert app.proc.returncode == 0, err
 
@@ -242,22 +247,37 @@ def test_forked_child_serves_its_own_metrics_on_the_next_port(apps: List[App], t
     assert "cannot serve" not in err
 
 
-def test_uninstall_releases_the_port(apps: List[App], tmp_path: Path) -> None:
+def test_uninstall_stops_the_thread_and_frees_the_port_at_once(apps: List[App], tmp_path: Path) -> None:
     port = free_port()
     app = start(apps, tmp_path, '''
+        def exporter_threads():
+            names = []
+            for tid in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    names.append(f.read().strip())
+            return names.count("prom-exporter")
         announce()
+        print("THREADS", exporter_threads(), flush=True)
         monitor_agent.uninstall()
-        gevent.sleep(1.0)
-        print("UNINSTALLED", flush=True)
+        print("UNINSTALLED", exporter_threads(), flush=True)
         wait_for("go-1")
+        agent = monitor_agent.install()   # a new agent serves on the same port again
+        announce()
+        wait_for("go-2")
         ''', MONITOR_AGENT_PROMETHEUS_ADDR=f"127.0.0.1:{port}")
-    app.urls()
-    app.read_line("UNINSTALLED")
+    ((url, _),) = app.urls()
+    assert app.read_line("THREADS") == "THREADS 1"
+    assert app.read_line("UNINSTALLED") == "UNINSTALLED 0"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))  # free again
     app.go("go-1")
-    app.finish()
-    assert app.proc.returncode == 0
+    ((again, _),) = app.urls()
+    assert again == url
+    assert "monitor_agent_info" in samples(scrape(url)[0])
+    app.go("go-2")
+    _, err = app.finish()
+    assert app.proc.returncode == 0, err
+    assert "cannot serve" not in err
 
 
 def test_samples_helper_sees_histograms() -> None:
