@@ -47,7 +47,6 @@ def no_secret_leak(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixtur
     assert not leaked, f"the test password leaked into: {leaked}"
 
 
-@pytest.fixture
 def shared_redis() -> str:
     """The URL of the shared Redis at 127.0.0.1:6379 (skip, or fail under CI, when it is down)."""
     require_broker("Redis", REDIS_HOST, REDIS_PORT)

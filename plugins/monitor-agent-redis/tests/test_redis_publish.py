@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any, Dict, List
 
-from ma_redis_kit import collect, fresh_agent, no_secret_leak, raw_client, shared_redis, subscribe  # noqa: F401
+from ma_redis_kit import collect, fresh_agent, no_secret_leak, raw_client, shared_redis, subscribe  # noqa: F401 - autouse fixtures
 from monitor_agent_redis import factory
 
 from monitor_agent import wire
@@ -24,10 +24,11 @@ def envelope(name: str, **data: Any) -> Dict[str, Any]:
     return wire.build_envelope(name, data, service="redis-plugin-tests")
 
 
-def test_publish_reaches_a_plain_subscriber_on_the_bare_channel(shared_redis: str) -> None:
+def test_publish_reaches_a_plain_subscriber_on_the_bare_channel() -> None:
+    url = shared_redis()
     name = unique_name()
     pubsub = subscribe([name])
-    transport = factory(shared_redis)
+    transport = factory(url)
     transport.prepare()
     body = envelope(name, text="héllo", blocking_time=0.25)
     transport.emit_event(name, body)
@@ -37,8 +38,9 @@ def test_publish_reaches_a_plain_subscriber_on_the_bare_channel(shared_redis: st
     transport.close()
 
 
-def test_gemstone_style_consumer_decodes_our_events(shared_redis: str) -> None:
+def test_gemstone_style_consumer_decodes_our_events() -> None:
     """gemstone's RedisEventTransport: SUBSCRIBE to the bare name, json.loads of the payload, call the handler."""
+    url = shared_redis()
     name = unique_name()
     seen: List[Dict[str, Any]] = []
     handlers = {name: lambda data: seen.append(json.loads(data))}
@@ -54,7 +56,7 @@ def test_gemstone_style_consumer_decodes_our_events(shared_redis: str) -> None:
     worker = threading.Thread(target=consume, daemon=True)
     worker.start()
     try:
-        transport = factory(shared_redis)
+        transport = factory(url)
         transport.prepare()
         transport.emit_event(name, envelope(name, n=1))
         deadline = time.monotonic() + 5
@@ -67,10 +69,11 @@ def test_gemstone_style_consumer_decodes_our_events(shared_redis: str) -> None:
     assert seen[0]["event"] == name and seen[0]["schema"] == 1
 
 
-def test_a_batch_is_one_round_trip_and_keeps_order(shared_redis: str) -> None:
+def test_a_batch_is_one_round_trip_and_keeps_order() -> None:
+    url = shared_redis()
     name = unique_name()
     pubsub = subscribe([name])
-    transport = factory(shared_redis)
+    transport = factory(url)
     transport.prepare()
     assert transport.max_batch == 256
     transport.emit_event(name, envelope(name, i=-1))  # connect (the handshake is several writes)
@@ -90,9 +93,10 @@ def test_a_batch_is_one_round_trip_and_keeps_order(shared_redis: str) -> None:
     assert [body["data"]["i"] for _, body in received] == list(range(256))
 
 
-def test_consumer_receives_and_survives_malformed_messages(shared_redis: str) -> None:
+def test_consumer_receives_and_survives_malformed_messages() -> None:
+    url = shared_redis()
     name = unique_name()
-    transport = factory(shared_redis)
+    transport = factory(url)
     got: List[Dict[str, Any]] = []
     transport.register_event_handler(got.append, name)
     transport.start_accepting_events()
@@ -116,8 +120,9 @@ def test_consumer_receives_and_survives_malformed_messages(shared_redis: str) ->
     assert transport.received == 1
 
 
-def test_a_star_handler_subscribes_to_every_gevent_event(shared_redis: str) -> None:
-    transport = factory(shared_redis)
+def test_a_star_handler_subscribes_to_every_gevent_event() -> None:
+    url = shared_redis()
+    transport = factory(url)
     got: List[Dict[str, Any]] = []
     marker = unique_name()
     transport.register_event_handler(lambda body: got.append(body) if body.get("marker") == marker else None, "*")
@@ -135,8 +140,9 @@ def test_a_star_handler_subscribes_to_every_gevent_event(shared_redis: str) -> N
     assert got[0] == {"marker": marker}
 
 
-def test_stop_accepting_events_is_prompt(shared_redis: str) -> None:
-    transport = factory(shared_redis)
+def test_stop_accepting_events_is_prompt() -> None:
+    url = shared_redis()
+    transport = factory(url)
     transport.register_event_handler(lambda body: None, unique_name())
     transport.start_accepting_events()
     time.sleep(0.3)
@@ -160,10 +166,11 @@ BLOCKING_APP = """
 """
 
 
-def test_a_blocked_loop_arrives_at_an_independent_subscriber(shared_redis: str) -> None:
+def test_a_blocked_loop_arrives_at_an_independent_subscriber() -> None:
+    url = shared_redis()
     pubsub = subscribe(["gevent.event_loop_blocked", "gevent.event_loop_unblocked"])
     proc = subprocess.Popen([sys.executable, "-c", __import__("textwrap").dedent(BLOCKING_APP)],
-                            env=clean_environ(MONITOR_AGENT_TRANSPORTS=shared_redis,
+                            env=clean_environ(MONITOR_AGENT_TRANSPORTS=url,
                                               MONITOR_AGENT_MAX_BLOCKING_TIME="0.1",
                                               MONITOR_AGENT_SERVICE="redis-e2e"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -181,8 +188,9 @@ def test_a_blocked_loop_arrives_at_an_independent_subscriber(shared_redis: str) 
     assert unblocked["data"]["blocking_time"] >= 0.5
 
 
-def test_listen_cli_prints_what_is_published(shared_redis: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "monitor_agent.cli", "listen", shared_redis, "--json",
+def test_listen_cli_prints_what_is_published() -> None:
+    url = shared_redis()
+    proc = subprocess.Popen([sys.executable, "-m", "monitor_agent.cli", "listen", url, "--json",
                              "--count", "1", "--timeout", "20", "--event", "gevent.memory_under_threshold"],
                             env=clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -266,8 +274,9 @@ PATCHED_APP = """
 """
 
 
-def test_after_patch_all_native_threads_use_real_sockets_and_no_hub(shared_redis: str) -> None:
-    result = run_python(PATCHED_APP, args=[shared_redis], timeout=60)
+def test_after_patch_all_native_threads_use_real_sockets_and_no_hub() -> None:
+    url = shared_redis()
+    result = run_python(PATCHED_APP, args=[url], timeout=60)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["stats"]["sent"] == 300, report
@@ -308,10 +317,11 @@ FORK_APP = """
 """
 
 
-def test_a_forked_child_publishes_with_its_own_connection_and_pid(shared_redis: str) -> None:
+def test_a_forked_child_publishes_with_its_own_connection_and_pid() -> None:
+    url = shared_redis()
     name = unique_name()
     pubsub = subscribe([name])
-    result = run_python(FORK_APP, args=[shared_redis, name], timeout=60)
+    result = run_python(FORK_APP, args=[url, name], timeout=60)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["status"] == 0
