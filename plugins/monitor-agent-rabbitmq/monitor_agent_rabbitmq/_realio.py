@@ -19,6 +19,7 @@ registered too.
 """
 from __future__ import annotations
 
+import logging
 import sys
 from types import ModuleType
 from typing import Any, Callable, Dict, Set
@@ -117,8 +118,28 @@ class ThreadAwareModule(ModuleType):
         return value
 
 
+def _not_from_our_threads(record: logging.LogRecord) -> bool:
+    """A logging filter: drop pika's records made in the agent's threads.
+
+    pika logs every lost connection at ERROR with a traceback; the transport
+    reports outages itself, once, without them (and never floods the app's log).
+    """
+    return _native.get_ident() not in _registered
+
+
+def _quiet_pika_loggers() -> None:
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (name == "pika" or name.startswith("pika.")) and isinstance(logger, logging.Logger):
+            if _not_from_our_threads not in logger.filters:
+                logger.addFilter(_not_from_our_threads)
+
+
 def install() -> None:
-    """Put the proxies into pika's modules (idempotent). Call after importing pika, in the hub thread."""
+    """Put the proxies into pika's modules and quiet pika's logging in our threads (idempotent).
+
+    Call after importing pika, in the hub thread.
+    """
+    _quiet_pika_loggers()
     for module_name in _PIKA_MODULES:
         module = sys.modules.get(module_name)
         if module is None:

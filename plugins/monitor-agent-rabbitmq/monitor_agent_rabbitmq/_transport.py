@@ -173,11 +173,25 @@ class RabbitMqTransport(BaseEventTransport):
             self._nacked += len(done)
 
     def _wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = _native.monotonic() + timeout
-        while not condition():
-            if _native.monotonic() >= deadline:
-                raise TransportUnavailable(f"no answer from the broker to {what} within {timeout:g}s")
-            self._connection.process_data_events(time_limit=0.002)
+        """Drive the connection's I/O until *condition()* holds; TransportUnavailable after *timeout*.
+
+        Uses the channel's own wait loop (``_flush_output``, what every
+        BlockingChannel call uses) with an ioloop timer, so it returns as soon
+        as the last confirm arrives; falls back to short polls if a pika
+        release lacks those internals.
+        """
+        if not condition():
+            timer_context = getattr(self._pika.adapters.blocking_connection, "_IoloopTimerContext", None)
+            flush = getattr(self._channel, "_flush_output", None)
+            if timer_context is not None and flush is not None:
+                with timer_context(timeout, self._connection._impl) as timer:
+                    flush(timer.is_ready, condition)
+            else:
+                deadline = _native.monotonic() + timeout
+                while not condition() and _native.monotonic() < deadline:
+                    self._connection.process_data_events(time_limit=0.001)
+        if not condition():
+            raise TransportUnavailable(f"no answer from the broker to {what} within {timeout:g}s")
 
     def _drop_publisher(self) -> None:
         connection = self._connection

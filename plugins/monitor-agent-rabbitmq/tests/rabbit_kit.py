@@ -1,0 +1,110 @@
+"""Shared helpers of the RabbitMQ plugin's tests: the shared broker, and a plain pika consumer.
+
+:class:`RawQueue` consumes the way gemstone's ``RabbitMqEventTransport`` does
+(its own exchange declaration, an exclusive server-named queue bound to it), with
+plain pika and none of our code, so it proves interoperability.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from typing import Any, Dict, Iterable, List
+
+import pika
+
+from tests.brokers import RABBIT_HOST, RABBIT_PORT, TcpProxy, require_broker
+from tests.helpers import CAPTURED
+
+RABBIT_URL = f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/%2F"
+PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GEMSTONE_EXCHANGE = {"exchange_type": "fanout", "durable": False, "auto_delete": False}
+
+
+class DroppingProxy(TcpProxy):
+    """A :class:`tests.brokers.TcpProxy` whose ``reset()`` drops connections at once.
+
+    The base class closes sockets that its pump threads are blocked reading;
+    on Linux the close (and its RST) only takes effect when that read returns,
+    so an idle client never notices. Shutting the sockets down first wakes the
+    pumps, and the client sees the connection end immediately.
+    """
+
+    def reset(self) -> None:
+        with self.lock:
+            conns, self.connections = self.connections, []
+        for sock in conns:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for sock in conns:
+            self._rst(sock)
+
+
+def require_rabbit() -> None:
+    """Skip (or fail under MONITOR_AGENT_REQUIRE_BROKERS=1) unless the shared RabbitMQ answers."""
+    require_broker("RabbitMQ", RABBIT_HOST, RABBIT_PORT)
+
+
+def unique_event() -> str:
+    """An event name no exchange exists for yet."""
+    return f"test.monitor_agent.{uuid.uuid4().hex}"
+
+
+def url_via(port: int, query: str = "") -> str:
+    """The guest URL through a local port (a TcpProxy)."""
+    return f"amqp://guest:guest@127.0.0.1:{port}/%2F" + (f"?{query}" if query else "")
+
+
+class RawQueue:
+    """A plain pika consumer bound to gemstone's exchanges for *event_names*."""
+
+    def __init__(self, event_names: Iterable[str], *, declare: bool = True) -> None:
+        self.connection = pika.BlockingConnection(pika.ConnectionParameters(RABBIT_HOST, RABBIT_PORT))
+        self.channel = self.connection.channel()
+        self.queue = self.channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
+        for name in event_names:
+            exchange = f"gemstone.broadcast.{name}"
+            if declare:
+                self.channel.exchange_declare(exchange=exchange, **GEMSTONE_EXCHANGE)
+            self.channel.queue_bind(queue=self.queue, exchange=exchange, routing_key="")
+
+    def get(self, count: int, timeout: float = 20.0) -> List[Dict[str, Any]]:
+        """Wait for *count* messages; each is {"exchange", "content_type", "body" (decoded)}."""
+        got: List[Dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                self.connection.sleep(0.02)
+                continue
+            text = body.decode("utf-8")
+            CAPTURED.append(text)
+            got.append({"exchange": method.exchange, "routing_key": method.routing_key,
+                        "content_type": properties.content_type, "body": json.loads(text)})
+        return got
+
+    def close(self) -> None:
+        try:
+            self.connection.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "RawQueue":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def delete_exchange(name: str) -> None:
+    """Remove a test exchange from the shared broker."""
+    connection = pika.BlockingConnection(pika.ConnectionParameters(RABBIT_HOST, RABBIT_PORT))
+    try:
+        connection.channel().exchange_delete(exchange=f"gemstone.broadcast.{name}")
+    finally:
+        connection.close()
