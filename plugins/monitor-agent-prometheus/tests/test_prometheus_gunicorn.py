@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,8 +29,6 @@ def _free_range(size: int) -> int:
             continue
         try:
             for port in range(base, base + size):
-                import socket
-
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
             return base
@@ -57,7 +56,8 @@ def test_each_gunicorn_worker_serves_its_own_metrics(launch: str) -> None:
     gunicorn = require_program(os.path.join(BIN, "gunicorn"))
     base, size = _free_range(4), 4
     http_port = free_port()
-    env = clean_environ(MONITOR_AGENT_TRANSPORTS="", MONITOR_AGENT_PROMETHEUS_ADDR=f"127.0.0.1:{base}-{base + size - 1}")
+    env = clean_environ(MONITOR_AGENT_TRANSPORTS="",
+                        MONITOR_AGENT_PROMETHEUS_ADDR=f"127.0.0.1:{base}-{base + size - 1}")
     argv: List[str] = [gunicorn, "-k", "gevent", "-w", "2", "--bind", f"127.0.0.1:{http_port}"]
     if launch == "post_fork":
         argv[1:1] = ["-c", "examples/gunicorn/gunicorn.conf.py"]
