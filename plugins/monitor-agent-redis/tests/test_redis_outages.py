@@ -10,10 +10,10 @@ from typing import Any, Dict, List
 
 import pytest
 from ma_redis_kit import collect, fresh_agent, no_secret_leak, subscribe, tls_material  # noqa: F401 - autouse
+from monitor_agent_redis import factory
 
 from monitor_agent import TransportUnavailable, wire
 from monitor_agent.transports.publisher import Publisher
-from monitor_agent_redis import factory
 from tests.brokers import RedisServer
 from tests.helpers import CAPTURED, SECRET, clean_environ
 
@@ -165,7 +165,7 @@ def test_an_unresolvable_name_is_an_outage() -> None:
     transport = factory("redis://no-such-host.invalid:6379/0?connect_timeout=1")
     transport.prepare()
     started = time.monotonic()
-    with pytest.raises(TransportUnavailable, match="no-such-host.invalid"):
+    with pytest.raises(TransportUnavailable, match=r"no-such-host\.invalid"):
         transport.emit_event("gevent.test_tick", envelope(1))
     assert time.monotonic() - started < 30  # the resolver's own timeouts; generous
 
@@ -267,7 +267,7 @@ def test_rediss_verifies_the_server_by_default(tls_files: Any) -> None:
             good.close()
         unverified = factory(base + "?connect_timeout=2")  # no CA: the system store does not know ours
         unverified.prepare()
-        with pytest.raises(TransportUnavailable, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        with pytest.raises(TransportUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             unverified.emit_event("gevent.test_tick", envelope(2))
         opted_out = factory(base + "?ssl_cert_reqs=none")
         opted_out.prepare()
