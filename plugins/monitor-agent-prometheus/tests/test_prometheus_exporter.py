@@ -11,7 +11,7 @@ import pytest
 from prometheus_apps import App, app_env, app_source, samples, scrape, value, wait_scrape_until
 
 from tests.brokers import free_port, require_program
-from tests.helpers import CAPTURED, PYTHON
+from tests.helpers import CAPTURED, PYTHON, SECRET
 
 
 @pytest.fixture
@@ -287,3 +287,24 @@ def test_samples_helper_sees_histograms() -> None:
     found = samples(text)
     assert value(found, "x_seconds_bucket", le="+Inf") == 2 and value(found, "x_seconds_sum") == 3
     assert os.path.exists(PYTHON)
+
+
+def test_transport_labels_never_show_a_password(apps: List[App], tmp_path: Path) -> None:
+    """The transport label is transport.describe(): the URL with its password redacted."""
+    pytest.importorskip("monitor_agent_redis")
+    down = free_port()  # nothing listens there: events are retried, counters still exported
+    app = start(apps, tmp_path, 'announce()\nspin(0.2)\ngevent.sleep(0.3)\nprint("SCRAPE", flush=True)\n'
+                'wait_for("go-1")\n', MONITOR_AGENT_PROMETHEUS_ADDR=f"127.0.0.1:{free_port()}",
+                MONITOR_AGENT_TRANSPORTS=f"redis://:{SECRET}@127.0.0.1:{down}/0", MONITOR_AGENT_FLUSH_TIMEOUT="0.2")
+    ((url, _),) = app.urls()
+    app.read_line("SCRAPE")
+    text, _ = scrape(url)
+    assert SECRET not in text
+    transports = {s.labels["transport"] for s in samples(text)["monitor_agent_transport_submitted_events_total"]}
+    assert len(transports) == 1
+    (label,) = transports
+    assert label.startswith("redis://") and f"127.0.0.1:{down}" in label, label
+    assert value(samples(text), "monitor_agent_transport_submitted_events_total", transport=label) >= 1
+    app.go("go-1")
+    _, err = app.finish()
+    assert SECRET not in err
