@@ -118,7 +118,7 @@ class RedisEventTransport(BaseEventTransport):
         commands = [("PUBLISH", name, wire.encode(body)) for name, body in events]
         exceptions = self._redis[1]
         try:
-            if not conn.is_connected:
+            if getattr(conn, "_sock", None) is None:  # redis-py 5 has no is_connected
                 conn.connect()
                 self.connects += 1
             conn.send_packed_command(conn.pack_commands(commands))
