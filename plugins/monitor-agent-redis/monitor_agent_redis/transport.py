@@ -17,12 +17,12 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from monitor_agent import TransportUnavailable, _native, wire
+from monitor_agent import ConfigError, TransportUnavailable, _native, wire
 from monitor_agent._logonce import LogOnce
 from monitor_agent._redact import redact_text
 from monitor_agent.transports.base import ALL_EVENTS, BaseEventTransport
 
-from ._url import RedisSettings
+from ._url import VARIABLE, RedisSettings
 
 __all__ = ["RedisEventTransport"]
 
@@ -32,7 +32,7 @@ log = logging.getLogger("monitor_agent.transports.redis")
 ALL_PATTERN = "gevent.*"
 POLL_INTERVAL = 0.25  # how often the consumer thread checks for stop_accepting_events()
 RECONNECT_BASE, RECONNECT_CAP = 0.1, 5.0
-AUTH_ERROR_MARKERS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username", "AUTH")
+AUTH_ERROR_MARKERS = ("WRONGPASS", "NOAUTH", "AUTH", "invalid password", "invalid username")
 
 
 def _jitter() -> float:
@@ -63,6 +63,7 @@ class RedisEventTransport(BaseEventTransport):
         self._redis: Any = None  # the redis-py pieces, bound by prepare()
         self._tls_context: Any = None
         self._conn: Any = None
+        self._prepare_error: str | None = None
         self._closed = False
         self._faults = LogOnce(log)
         self.connects = 0
@@ -82,7 +83,11 @@ class RedisEventTransport(BaseEventTransport):
             from . import _connection
 
             _connection.warm_up()
-            self._tls_context = _connection.make_tls_context(self.settings)
+            try:
+                self._tls_context = _connection.make_tls_context(self.settings)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                self._prepare_error = f"cannot load the TLS certificates or key: {exc}"
+                raise ConfigError(VARIABLE, self.describe(), self._prepare_error) from None
             self._redis = (_connection, exceptions)
         if self._conn is None:
             # Made here, not in the publisher thread: redis-py reads its package
@@ -95,8 +100,8 @@ class RedisEventTransport(BaseEventTransport):
 
     def _connection(self) -> Any:
         if self._conn is None:
-            raise RuntimeError("RedisEventTransport.prepare() was not called (it imports redis-py and makes "
-                               "the connection in the hub thread)")
+            raise RuntimeError(self._prepare_error or "RedisEventTransport.prepare() was not called (it imports "
+                               "redis-py and makes the connection in the hub thread)")
         return self._conn
 
     # -- publishing (publisher thread) ---------------------------------------------
@@ -131,7 +136,8 @@ class RedisEventTransport(BaseEventTransport):
             self._drop(conn)
             if _is_auth_error(exc):
                 raise TransportUnavailable(self._explain(exc)) from None
-            raise RuntimeError(redact_text(f"redis at {self.settings.address} refused PUBLISH: {exc}")) from None
+            reason = redact_text(f"redis at {self.settings.address} refused the connection or PUBLISH: {exc}")
+            raise RuntimeError(reason) from None
         except BaseException:
             self._drop(conn)
             raise
@@ -331,4 +337,4 @@ def _is_auth_error(exc: BaseException) -> bool:
     if "Authentication" in name:
         return True
     text = str(exc)
-    return any(marker in text for marker in AUTH_ERROR_MARKERS[:2])
+    return any(marker in text for marker in AUTH_ERROR_MARKERS)

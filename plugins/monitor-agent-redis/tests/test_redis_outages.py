@@ -151,6 +151,15 @@ def test_a_wrong_password_is_an_outage_with_a_clear_message_and_no_leak(caplog: 
         assert SECRET not in text
 
 
+def test_a_password_for_a_server_without_one_is_an_auth_outage() -> None:
+    with RedisServer() as server:
+        transport = factory(f"redis://:{SECRET}@127.0.0.1:{server.port}/0")
+        transport.prepare()
+        with pytest.raises(TransportUnavailable, match="authentication failed") as info:
+            transport.emit_event("gevent.test_tick", envelope(1))
+        assert SECRET not in str(info.value)
+
+
 def test_the_right_password_works(caplog: Any) -> None:
     with RedisServer(password=SECRET) as server:
         pubsub = subscribe(["gevent.test_tick"], server.url())

@@ -107,6 +107,17 @@ def test_tls_files_are_checked(tmp_path: Any) -> None:
     assert transport.settings.ssl_ca_certs == os.path.abspath(str(ca))
 
 
+def test_unreadable_tls_files_are_a_config_error_at_prepare(tmp_path: Any) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate")
+    transport = factory(f"rediss://:{SECRET}@h:6380/0?ssl_ca_certs={ca}")
+    with pytest.raises(ConfigError, match="cannot load the TLS certificates") as info:
+        transport.prepare()
+    assert SECRET not in str(info.value)
+    with pytest.raises(RuntimeError, match="cannot load the TLS certificates"):
+        transport.emit_event("gevent.x", {})
+
+
 def test_entry_points_serve_the_three_schemes() -> None:
     registry = PluginRegistry()
     for scheme in ("redis", "rediss", "unix"):
