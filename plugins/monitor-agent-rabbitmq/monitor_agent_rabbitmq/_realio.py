@@ -92,6 +92,37 @@ class NativeTimer:
             unregister_current_thread()
 
 
+_real_socket_class: Any = None
+
+
+def real_socket_class() -> Any:
+    """The original ``socket.socket``, with an ``accept()`` that returns the same class.
+
+    The stdlib's ``socket.accept()`` builds its result from the *module's*
+    ``socket`` name, which is gevent's class after patching (pika's wake-up
+    socket pair is made with ``accept()``).
+    """
+    global _real_socket_class
+    if _real_socket_class is None:
+        original = monkey.get_original("socket", "socket")
+        getdefaulttimeout = monkey.get_original("socket", "getdefaulttimeout")
+
+        class RealSocket(original):  # type: ignore[misc, valid-type]
+            """A plain blocking-capable socket, never gevent's."""
+
+            __slots__ = ()
+
+            def accept(self) -> Any:
+                fd, address = self._accept()
+                sock = RealSocket(self.family, self.type, self.proto, fileno=fd)
+                if getdefaulttimeout() is None and self.gettimeout():
+                    sock.setblocking(True)
+                return sock, address
+
+        _real_socket_class = RealSocket
+    return _real_socket_class
+
+
 class ThreadAwareModule(ModuleType):
     """Stands for a standard module: originals for registered threads, live attributes otherwise."""
 
@@ -111,6 +142,8 @@ class ThreadAwareModule(ModuleType):
             pass
         if module.__name__ == "threading" and name == "Timer":
             value: Any = NativeTimer
+        elif module.__name__ == "socket" and name == "socket":
+            value = real_socket_class()
         else:
             saved = monkey.saved.get(module.__name__, {})
             value = saved[name] if name in saved else getattr(module, name)
@@ -129,9 +162,9 @@ def _not_from_our_threads(record: logging.LogRecord) -> bool:
 
 def _quiet_pika_loggers() -> None:
     for name, logger in list(logging.Logger.manager.loggerDict.items()):
-        if (name == "pika" or name.startswith("pika.")) and isinstance(logger, logging.Logger):
-            if _not_from_our_threads not in logger.filters:
-                logger.addFilter(_not_from_our_threads)
+        is_pika = name == "pika" or name.startswith("pika.")
+        if is_pika and isinstance(logger, logging.Logger) and _not_from_our_threads not in logger.filters:
+            logger.addFilter(_not_from_our_threads)
 
 
 def install() -> None:

@@ -91,7 +91,7 @@ class RawQueue:
     def close(self) -> None:
         try:
             self.connection.close()
-        except Exception:
+        except pika.exceptions.AMQPError:
             pass
 
     def __enter__(self) -> "RawQueue":

@@ -8,10 +8,10 @@ from typing import Any, Dict, List
 import pika
 import pytest
 import rabbit_kit
+from monitor_agent_rabbitmq import RabbitMqTransport, factory
 from rabbit_kit import RABBIT_URL, DroppingProxy, RawQueue, delete_exchange, require_rabbit, unique_event, url_via
 
 from monitor_agent import TransportUnavailable, wire
-from monitor_agent_rabbitmq import RabbitMqTransport, factory
 from tests.brokers import RABBIT_HOST, RABBIT_PORT
 from tests.helpers import SECRET
 

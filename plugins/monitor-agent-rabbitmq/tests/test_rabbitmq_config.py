@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from monitor_agent_rabbitmq import RabbitMqTransport, factory
 
 import monitor_agent
 from monitor_agent import ConfigError
-from monitor_agent_rabbitmq import RabbitMqTransport, factory
 from tests.helpers import SECRET
 
 GOOD = [
