@@ -8,9 +8,10 @@ TLS); after ``gevent.monkey.patch_all()`` those are gevent's cooperative
 versions, which must not be used from the agent's native threads (they would
 start a second hub there). :class:`RealSocketConnection` overrides redis-py's
 one socket-making method, ``_connect``, with the *original* ``socket``,
-``getaddrinfo`` and ``ssl.SSLContext`` (``gevent.monkey.get_original``); every
-other read and write of redis-py goes through methods of that socket object,
-so all I/O is real, blocking I/O with timeouts, confined to the calling thread.
+``getaddrinfo`` (``gevent.monkey.get_original``), and does TLS through
+``ssl.MemoryBIO`` (:class:`TlsSocket`); every other read and write of redis-py
+goes through methods of that socket object, so all I/O is real, blocking I/O
+with timeouts, confined to the calling thread.
 """
 from __future__ import annotations
 
@@ -114,11 +115,16 @@ class TlsSocket:
 
 
 def _tls_context(settings: RedisSettings) -> Any:
-    """An original (unpatched) ``ssl.SSLContext`` for *settings*; verification on unless opted out."""
-    import ssl  # already imported by prepare() when TLS is used; cheap here
+    """An ``ssl.SSLContext`` for *settings*; verification on unless opted out.
 
-    context_class = get_original("ssl", "SSLContext")
-    context = context_class(ssl.PROTOCOL_TLS_CLIENT)
+    It may be gevent's subclass (after ``patch_all``): only its ``wrap_bio``
+    is used, which gevent does not override and which does no I/O. (The
+    original class cannot be used after patching: its property setters
+    recurse through the patched name.)
+    """
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if settings.ssl_cert_reqs == "none":
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -220,6 +220,27 @@ PATCHED_APP = """
     from gevent._hub_local import get_hub_if_exists
     import monitor_agent
 
+    main_thread = threading.get_ident()
+    imported_in_threads = []
+
+    class ImportWatcher:  # fork safety: nothing of ours may import in a native thread
+        def find_spec(self, name, path, target=None):
+            if threading.get_ident() != main_thread:
+                frame = sys._getframe(1)
+                while frame is not None:
+                    if "/redis/" in frame.f_code.co_filename or "monitor_agent_redis" in frame.f_code.co_filename:
+                        imported_in_threads.append(name)
+                        break
+                    frame = frame.f_back
+            return None
+
+    sys.meta_path.insert(0, ImportWatcher())
+    # Positive control: the watcher must see an import made from "our" code in a native thread.
+    control = compile("import colorsys", "/x/monitor_agent_redis/control.py", "exec")
+    control_done = monitor_agent._native.allocate_lock()
+    control_done.acquire()
+    monitor_agent._native.spawn("control", lambda: (exec(control, {}), control_done.release()))
+    control_done.acquire()
     agent = monitor_agent.install(transports=sys.argv[1], max_blocking_time=0.5)
     transport = agent.transports[0]
     seen = {"publisher_hubs": [], "sockets": set(), "consumer_hubs": [], "received": 0}
@@ -269,7 +290,7 @@ PATCHED_APP = """
     stats = agent.stats()["transports"]
     print(json.dumps({"max_gap": max(gaps), "received": seen["received"],
                       "publisher_hubs": any(seen["publisher_hubs"]), "consumer_hubs": any(seen["consumer_hubs"]),
-                      "sockets": sorted(seen["sockets"]), "threads": threading.active_count(),
+                      "sockets": sorted(seen["sockets"]), "imported_in_threads": imported_in_threads,
                       "stats": list(stats.values())[0]}))
 """
 
@@ -284,6 +305,8 @@ def test_after_patch_all_native_threads_use_real_sockets_and_no_hub() -> None:
     assert report["publisher_hubs"] is False, "the publisher thread created a gevent hub"
     assert report["consumer_hubs"] is False, "the consumer thread created a gevent hub"
     assert report["sockets"] == ["socket"], "the publisher used a gevent socket"
+    assert report["imported_in_threads"][0] == "colorsys", "the import watcher does not work"
+    assert report["imported_in_threads"][1:] == [], "redis-py or the plugin imported a module in a native thread"
     assert report["max_gap"] < 1.0, report  # generous: the hub was never blocked by the transport
 
 
