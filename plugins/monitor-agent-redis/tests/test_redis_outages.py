@@ -281,3 +281,54 @@ def test_rediss_verifies_the_server_by_default(tls_files: Any) -> None:
         opted_out = factory(base + "?ssl_cert_reqs=none")
         opted_out.prepare()
         opted_out.emit_event("gevent.test_tick", envelope(3))
+
+
+TLS_PATCHED_APP = """
+    from gevent import monkey
+    monkey.patch_all()
+    import json, sys
+    import gevent
+    from gevent._hub_local import get_hub_if_exists
+    import monitor_agent
+
+    agent = monitor_agent.install(transports=sys.argv[1])
+    transport = agent.transports[0]
+    consumer = type(transport)(transport.url, transport.settings)
+    got, hubs = [], []
+
+    def on_tick(body):
+        hubs.append(get_hub_if_exists() is not None)
+        got.append(body["data"]["n"])
+
+    consumer.register_event_handler(on_tick, "gevent.test_tick")
+    consumer.start_accepting_events()
+
+    class Tick:
+        event_name = "gevent.test_tick"
+        def __init__(self, n):
+            self.n = n
+        def wire_data(self):
+            return {"n": self.n}
+
+    for _ in range(100):
+        if got:
+            break
+        agent.emit(Tick(len(got)))
+        gevent.sleep(0.1)
+    agent.flush(10)
+    consumer.stop_accepting_events()
+    print(json.dumps({"got": len(got), "consumer_hub": any(hubs), "socket": type(transport._conn._sock).__name__,
+                      "sent": list(agent.stats()["transports"].values())[0]["sent"]}))
+"""
+
+
+def test_rediss_after_patch_all_uses_tls_over_real_sockets(tls_files: Any) -> None:
+    from tests.helpers import run_python
+
+    cert, key, ca = tls_files
+    with RedisServer(tls=(cert, key, ca)) as server:
+        result = run_python(TLS_PATCHED_APP, args=[f"{server.url()}?ssl_ca_certs={ca}"], timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["got"] >= 1 and report["sent"] >= 1, report
+    assert report["socket"] == "TlsSocket" and report["consumer_hub"] is False, report
