@@ -144,9 +144,11 @@ class Settings:
         "Period of the loop heartbeat timer; measured durations are exact to ±half of it. "
         "Must be at most half the threshold.", default_text="5ms (T/4 when T < 20ms)")
     gil_stacks = Setting(
-        p.parse_bool, True,
-        "Arm faulthandler.dump_traceback_later so a C call holding the GIL still yields a stack. "
-        "Turn off if the application uses dump_traceback_later itself.")
+        p.parse_bool, False,
+        "Arm faulthandler.dump_traceback_later so a C call holding the GIL still yields a stack "
+        "(GIL-holding calls are always measured; this adds where they were). faulthandler reads "
+        "every thread's frames without the GIL, which can crash a process whose threads are busy "
+        "running Python when it fires: for debugging sessions, not for busy multi-threaded production.")
     greenlet_dump = Setting(
         p.parse_bool, False, "Attach gevent's full greenlet tree to blocked events (walks every object: slow).")
     max_memory_usage: Setting[int | None] = Setting(

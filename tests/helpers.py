@@ -22,10 +22,17 @@ SECRET = "s3cr3t-Pa55w0rd-9f3e"
 CAPTURED: List[str] = []
 
 
+#: Set for every test: with the Prometheus plugin installed, every agent would
+#: otherwise try 127.0.0.1:9464, and concurrent test processes would compete
+#: for it (port 0 = a free port each). Its own tests choose their addresses.
+TEST_DEFAULTS = {"MONITOR_AGENT_PROMETHEUS_ADDR": "127.0.0.1:0"}
+
+
 def clean_environ(**overrides: str) -> Dict[str, str]:
     """os.environ without any MONITOR_AGENT_* or GEVENT_* variable, plus *overrides*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITOR_AGENT_", "GEVENT_"))}
     env["MONITOR_AGENT_REQUIRE_BROKERS"] = os.environ.get("MONITOR_AGENT_REQUIRE_BROKERS", "")
+    env.update(TEST_DEFAULTS)
     env.update(overrides)
     return env
 

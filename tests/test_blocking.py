@@ -48,6 +48,15 @@ def agent(events: Collector):
     return a
 
 
+@pytest.fixture
+def gil_agent(events: Collector):
+    """The agent with MONITOR_AGENT_GIL_STACKS on (faulthandler names GIL-holding calls)."""
+    a = monitor_agent.install(transports="", max_blocking_time=T, blocking_rate_limit="off", gil_stacks=True)
+    wait_until(lambda: a.monitor.running)
+    gevent.sleep(0.02)
+    return a
+
+
 def one_episode(events: Collector, timeout: float = 5.0):
     """Wait for the episode to end; exactly one blocked and one unblocked event with the same number."""
     events.wait_for(EventLoopUnblocked, timeout=timeout)
@@ -134,7 +143,19 @@ class TestBlockKinds:
         assert functions(blocked)[-1] == "link_culprit"
         assert 0.27 < unblocked.blocking_time < 0.36
 
-    def test_c_call_holding_the_gil(self, agent, events) -> None:
+    def test_c_call_holding_the_gil_is_measured_by_default(self, agent, events) -> None:
+        """Without faulthandler (the default), a GIL-holding C call is still reported, flagged and measured."""
+        n = _calibrated_sum_size(0.5)
+        started = time.perf_counter()
+        gevent.get_hub().loop.run_callback(lambda: sum(range(n)))
+        gevent.sleep(0)
+        true_duration = time.perf_counter() - started
+        blocked, unblocked = one_episode(events)
+        assert blocked.held_gil and unblocked.held_gil
+        assert abs(unblocked.blocking_time - true_duration) < max(0.03, 0.1 * true_duration)
+        assert agent.detector.gilwatch is None
+
+    def test_c_call_holding_the_gil(self, gil_agent, events) -> None:
         """One C call holding the GIL: reported when it returns, with the measured duration and the caller's frame."""
         n = _calibrated_sum_size(0.5)
 
@@ -150,7 +171,7 @@ class TestBlockKinds:
         assert "gil_culprit" in functions(blocked)
         assert abs(unblocked.blocking_time - true_duration) < max(0.03, 0.1 * true_duration)
 
-    def test_c_call_holding_the_gil_in_a_callback(self, agent, events) -> None:
+    def test_c_call_holding_the_gil_in_a_callback(self, gil_agent, events) -> None:
         """The same in a hub callback: only faulthandler's dump can name it, and it does."""
         n = _calibrated_sum_size(0.6)  # faulthandler fires after 2 T; leave margin for a faster CPU
         took = []

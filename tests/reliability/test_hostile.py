@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ..helpers import read_jsonl, run_python
 from ._record import observed
 
@@ -33,12 +35,16 @@ def test_foreign_non_chaining_tracer(tmp_path: Path) -> None:
              "tests/test_blocking.py)", 0)
 
 
-def test_huge_switch_interval(tmp_path: Path) -> None:
-    """sys.setswitchinterval(1): the watchdog waits for the GIL, the block is still measured exactly."""
+@pytest.mark.parametrize("gil_stacks", [False, True])
+def test_huge_switch_interval(tmp_path: Path, gil_stacks: bool) -> None:
+    """sys.setswitchinterval(1): the watchdog waits for the GIL, the block is still measured exactly.
+
+    With MONITOR_AGENT_GIL_STACKS on, faulthandler also names the busy function.
+    """
     out = tmp_path / "e.jsonl"
     code = f"""
         import sys, time, gevent, monitor_agent
-        monitor_agent.install(transports="jsonl:{out}")
+        monitor_agent.install(transports="jsonl:{out}", gil_stacks={gil_stacks})
         sys.setswitchinterval(1.0)
         gevent.sleep(0.1)
         def busy():
@@ -53,9 +59,16 @@ def test_huge_switch_interval(tmp_path: Path) -> None:
     events = read_jsonl(str(out))
     assert [e["event"][13:] for e in events] == ["loop_blocked", "loop_unblocked"]
     assert abs(events[1]["data"]["blocking_time"] - 0.5) < 0.03
-    assert "busy" in [f["function"] for f in events[1]["data"]["stack"]]
-    observed("sys.setswitchinterval(1.0)", "set after install(); a 0.5 s pure-Python block",
-             "the starved watchdog reports the block when it gets the GIL, with its stack and exact duration", 0)
+    assert events[1]["data"]["held_gil"]
+    if gil_stacks:
+        assert "busy" in [f["function"] for f in events[1]["data"]["stack"]]
+        observed("sys.setswitchinterval(1.0)", "set after install(); a 0.5 s pure-Python block; GIL stacks on",
+                 "the starved watchdog reports the block when it gets the GIL, with its exact duration; "
+                 "faulthandler's dump names the busy function", 0)
+    else:
+        observed("sys.setswitchinterval(1.0)", "set after install(); a 0.5 s pure-Python block; default settings",
+                 "the starved watchdog reports the block when it gets the GIL, flagged held_gil, with its exact "
+                 "duration (no stack: MONITOR_AGENT_GIL_STACKS is off by default)", 0)
 
 
 def test_two_hubs_in_two_threads(tmp_path: Path) -> None:
