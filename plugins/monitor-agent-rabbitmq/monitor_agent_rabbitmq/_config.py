@@ -65,6 +65,24 @@ class AmqpSettings:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return redact_url(f"{scheme}://{auth}{host}:{self.port}/{quote(self.virtual_host, safe='')}")
 
+    def ssl_context(self, ssl: Any) -> Any:
+        """The client TLS context: verification on (system CAs, or ``cafile``) unless ``verify=false``.
+
+        Built from ``ssl.SSLContext`` directly, not ``create_default_context``:
+        after gevent patching, the stdlib helper would build gevent's context
+        class even when handed the original module.
+        """
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED by default
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cafile:
+            context.load_verify_locations(cafile=self.cafile)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
     def connection_parameters(self, pika: Any, ssl: Any) -> Any:
         """``pika.ConnectionParameters`` for these settings (call with pika and ssl imported).
 
@@ -75,11 +93,7 @@ class AmqpSettings:
         """
         options: Dict[str, Any] = {}
         if self.tls:
-            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.cafile)
-            if not self.verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            options["ssl_options"] = pika.SSLOptions(context, self.server_hostname or self.host)
+            options["ssl_options"] = pika.SSLOptions(self.ssl_context(ssl), self.server_hostname or self.host)
         return pika.ConnectionParameters(
             host=self.host, port=self.port, virtual_host=self.virtual_host,
             credentials=pika.PlainCredentials(self.username, self.password, erase_on_connect=False),

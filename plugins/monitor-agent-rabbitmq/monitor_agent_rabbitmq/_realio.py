@@ -7,9 +7,10 @@ are gevent's cooperative versions, and using them from a native thread would
 start a second hub in that thread (the gevent API from a non-hub thread).
 
 :func:`install` replaces those module globals in pika's modules by
-:class:`ThreadAwareModule` proxies. A proxy answers with gevent's *original*
-object (``gevent.monkey.saved``) when the calling thread is one of the agent's
-native threads (registered with :func:`register_current_thread`), and with the
+:class:`ThreadAwareModule` proxies. A proxy answers with a *real* object when
+the calling thread is one of the agent's native threads (private, never-patched
+copies of ``socket`` and ``ssl``, see :func:`_private_copy`; gevent's saved
+originals for ``select``, ``threading`` and ``time``) (registered with :func:`register_current_thread`), and with the
 live (possibly patched) module attribute otherwise, so an application that uses
 pika cooperatively from greenlets sees no change at all.
 
@@ -19,6 +20,8 @@ registered too.
 """
 from __future__ import annotations
 
+import builtins
+import importlib.util
 import logging
 import sys
 from types import ModuleType
@@ -92,35 +95,56 @@ class NativeTimer:
             unregister_current_thread()
 
 
-_real_socket_class: Any = None
+_private: Dict[str, ModuleType] = {}
 
 
-def real_socket_class() -> Any:
-    """The original ``socket.socket``, with an ``accept()`` that returns the same class.
+def _redirecting_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (),
+                        level: int = 0) -> Any:
+    """``__import__`` for the private copies: ``socket`` resolves to the private socket module."""
+    if level == 0 and name in _private:
+        return _private[name]
+    return builtins.__import__(name, globals, locals, fromlist, level)
 
-    The stdlib's ``socket.accept()`` builds its result from the *module's*
-    ``socket`` name, which is gevent's class after patching (pika's wake-up
-    socket pair is made with ``accept()``).
+
+def _private_copy(name: str) -> ModuleType:
+    """A fresh, never-patched instance of the stdlib module *name*, not registered in ``sys.modules``.
+
+    gevent patches ``socket`` and ``ssl`` in place, and the stdlib code of
+    those modules finds its own classes through its module globals
+    (``socket.accept()`` builds a ``socket``, ``SSLContext`` properties call
+    ``super(SSLContext, …)``, ``SSLSocket._create`` calls ``super(SSLSocket, …)``),
+    so even gevent's saved "original" classes end up calling gevent's. A copy
+    executed from the stdlib source, whose ``socket`` import is this copy's,
+    has none of that.
     """
-    global _real_socket_class
-    if _real_socket_class is None:
-        original = monkey.get_original("socket", "socket")
-        getdefaulttimeout = monkey.get_original("socket", "getdefaulttimeout")
+    found = importlib.util.find_spec(name)
+    if found is None or not found.origin or not found.origin.endswith(".py"):
+        raise ImportError(f"cannot make a private copy of {name!r}")
+    # A name of its own: the enum helpers (IntEnum._convert_) of socket.py and
+    # ssl.py write into sys.modules[__name__], which must be the copy, never
+    # the application's module.
+    private_name = f"{__name__}.real_{name}"
+    if private_name in sys.modules:
+        return sys.modules[private_name]
+    spec = importlib.util.spec_from_file_location(private_name, found.origin)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot make a private copy of {name!r}")
+    module = importlib.util.module_from_spec(spec)
+    module.__dict__["__builtins__"] = dict(vars(builtins), __import__=_redirecting_import)
+    sys.modules[private_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[private_name]
+        raise
+    return module
 
-        class RealSocket(original):  # type: ignore[misc, valid-type]
-            """A plain blocking-capable socket, never gevent's."""
 
-            __slots__ = ()
-
-            def accept(self) -> Any:
-                fd, address = self._accept()
-                sock = RealSocket(self.family, self.type, self.proto, fileno=fd)
-                if getdefaulttimeout() is None and self.gettimeout():
-                    sock.setblocking(True)
-                return sock, address
-
-        _real_socket_class = RealSocket
-    return _real_socket_class
+def make_private_modules() -> None:
+    """Build the private ``socket`` and ``ssl`` (idempotent; hub thread: it imports)."""
+    for name in ("socket", "ssl"):
+        if name not in _private:
+            _private[name] = _private_copy(name)
 
 
 class ThreadAwareModule(ModuleType):
@@ -142,8 +166,8 @@ class ThreadAwareModule(ModuleType):
             pass
         if module.__name__ == "threading" and name == "Timer":
             value: Any = NativeTimer
-        elif module.__name__ == "socket" and name == "socket":
-            value = real_socket_class()
+        elif module.__name__ in _private:
+            value = getattr(_private[module.__name__], name)
         else:
             saved = monkey.saved.get(module.__name__, {})
             value = saved[name] if name in saved else getattr(module, name)
@@ -172,6 +196,7 @@ def install() -> None:
 
     Call after importing pika, in the hub thread.
     """
+    make_private_modules()
     _quiet_pika_loggers()
     for module_name in _PIKA_MODULES:
         module = sys.modules.get(module_name)

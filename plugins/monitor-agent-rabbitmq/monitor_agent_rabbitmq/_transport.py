@@ -101,6 +101,7 @@ class RabbitMqTransport(BaseEventTransport):
         self._nacked = 0
         self._next_tag = 0
         self._last_io = 0.0
+        self._owner: int | None = None  # the thread that made (and alone may drive) the connection
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's connections without touching their sockets (they are the parent's)."""
@@ -115,8 +116,9 @@ class RabbitMqTransport(BaseEventTransport):
     def _connect(self) -> Tuple[Any, Any]:
         """A new connection and channel with confirms on, made in the calling native thread."""
         _realio.register_current_thread()
-        self._load()
         pika = self._pika
+        if pika is None:  # prepare() failed (and logged why); never import here, in a background thread
+            raise RuntimeError("the amqp transport could not load pika in prepare()")
         try:
             params = self.settings.connection_parameters(pika, self._ssl)
             connection = pika.BlockingConnection(params)
@@ -144,6 +146,7 @@ class RabbitMqTransport(BaseEventTransport):
             self._drop_publisher()
         connection, channel = self._connect()
         self._connection, self._channel = connection, channel
+        self._owner = _native.get_ident()
         self.reconnects += 1
         try:
             self._enable_confirms()
@@ -194,10 +197,10 @@ class RabbitMqTransport(BaseEventTransport):
             raise TransportUnavailable(f"no answer from the broker to {what} within {timeout:g}s")
 
     def _drop_publisher(self) -> None:
-        connection = self._connection
+        connection, owner = self._connection, self._owner
         self._forget_connection()
         if connection is not None:
-            _abort(connection)
+            _abort(connection, drive=owner == _native.get_ident())
 
     # -- publishing (publisher thread only) --------------------------------
 
@@ -270,8 +273,15 @@ class RabbitMqTransport(BaseEventTransport):
             names += [n for n in sorted(wire.EVENT_NAMES) if n not in names]
         return names
 
-    def start_accepting_events(self, timeout: float = 10.0) -> None:
-        """Consume in a native thread; returns once subscribed (or after *timeout* while it keeps trying)."""
+    def start_accepting_events(self, timeout: float = 5.0) -> None:
+        """Consume in a native thread with its own connection.
+
+        Returns once the queues are bound (so events published right after are
+        seen), or after *timeout* seconds while the thread keeps trying; pass
+        ``timeout=0`` to return at once (e.g. from a greenlet: the wait blocks
+        the calling thread). Handlers run in the consumer thread; hand work to
+        the hub with :meth:`run_on_main_thread`.
+        """
         if self._consuming:
             return
         self._load()
@@ -342,14 +352,20 @@ class RabbitMqTransport(BaseEventTransport):
         self.on_event_received(name, envelope)
 
 
-def _abort(connection: Any) -> None:
-    """Close a connection's socket at once, with no AMQP handshake that could hang, then let pika clean up."""
+def _abort(connection: Any, drive: bool = True) -> None:
+    """Close a connection's socket at once, with no AMQP handshake that could hang.
+
+    With *drive* (only in the thread that owns the connection), pika then
+    notices and releases its ioloop; another thread must not run pika's I/O.
+    """
     try:
         transport = connection._impl._transport
         if transport is not None:
             transport.abort()
     except Exception:  # noqa: BLE001 - best effort
         pass
+    if not drive:
+        return
     try:
         connection.process_data_events(0)  # lets pika notice and release its ioloop
     except Exception:  # noqa: BLE001 - expected: the stream is gone

@@ -70,10 +70,10 @@ def facts() -> Dict[str, Any]:
     connection = getattr(transport, "_connection", None)
     if connection is not None:
         sock = connection._impl._transport._sock
-        from gevent.monkey import get_original
+        import gevent.socket
 
-        real = isinstance(sock, get_original("socket", "socket")) and not type(sock).__module__.startswith("gevent")
-        sock_type = "original" if real else type(sock).__module__
+        cooperative = isinstance(sock, gevent.socket.socket) or type(sock).__module__.startswith("gevent")
+        sock_type = "gevent" if cooperative else f"real:{type(sock).__module__}"
     return {"pid": os.getpid(), "stats": next(iter(agent.stats()["transports"].values())),
             "longest_gap": longest_gap, "hubs_made_in_agent_threads": [
                 name for name in hub_threads if name.startswith("ma:")], "hubs_made": hub_threads,

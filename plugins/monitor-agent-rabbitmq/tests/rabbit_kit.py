@@ -108,3 +108,82 @@ def delete_exchange(name: str) -> None:
         connection.channel().exchange_delete(exchange=f"gemstone.broadcast.{name}")
     finally:
         connection.close()
+
+
+class TlsTerminator:
+    """A TLS server on 127.0.0.1 (a certificate made by a throw-away CA) forwarding plain TCP to RabbitMQ.
+
+    The shared RabbitMQ has no TLS listener; this proves the client's TLS
+    (handshake, verification, SNI) end to end without touching its config.
+    """
+
+    def __init__(self, directory: str) -> None:
+        import ssl
+        import subprocess
+        import threading
+
+        self.ca = os.path.join(directory, "ca.pem")
+        cert, key = os.path.join(directory, "server.pem"), os.path.join(directory, "server.key")
+        ext = os.path.join(directory, "ext.cnf")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+
+        def run(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=monitor-agent test CA")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", "server.csr", "-subj", "/CN=localhost")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            cert, "-days", "1", "-extfile", ext)
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self.handshakes = 0
+        self._threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self._threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        """Forward in one thread (an SSL socket must not be read and written from two threads at once)."""
+        import select
+
+        try:
+            tls = self.context.wrap_socket(client, server_side=True)
+        except OSError:
+            client.close()
+            return
+        self.handshakes += 1
+        upstream = socket.create_connection((RABBIT_HOST, RABBIT_PORT), timeout=5)
+        upstream.settimeout(None)
+        try:
+            while True:
+                readable = [tls] if tls.pending() else select.select([tls, upstream], [], [], 1.0)[0]
+                if tls in readable:
+                    data = tls.recv(65536)
+                    if not data:
+                        break
+                    upstream.sendall(data)
+                if upstream in readable:
+                    data = upstream.recv(65536)
+                    if not data:
+                        break
+                    tls.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (tls, upstream):
+                sock.close()
+
+    def close(self) -> None:
+        self.listener.close()

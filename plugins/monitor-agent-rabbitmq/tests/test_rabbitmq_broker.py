@@ -258,3 +258,49 @@ def test_consumer_reconnects_and_resubscribes_after_a_dropped_connection() -> No
             consumer.stop_accepting_events()
             consumer.close()
             delete_exchange(name)
+
+
+# -- TLS (amqps) through a TLS terminator in front of the shared broker -----------
+
+
+@pytest.fixture
+def tls(tmp_path: Any) -> Any:
+    from tests.brokers import require_program
+
+    require_program("openssl")
+    terminator = rabbit_kit.TlsTerminator(str(tmp_path))
+    yield terminator
+    terminator.close()
+
+
+def test_amqps_verifies_the_broker_with_the_given_ca(tls: Any) -> None:
+    name = unique_event()
+    transport = publisher(f"amqps://guest:guest@localhost:{tls.port}/%2F?cafile={tls.ca}")
+    try:
+        with RawQueue([name]) as queue:
+            sent = envelope(name)
+            transport.emit_event(name, sent)
+            assert [m["body"]["id"] for m in queue.get(1)] == [sent["id"]]
+    finally:
+        transport.close()
+        delete_exchange(name)
+    assert tls.handshakes == 1
+
+
+def test_amqps_refuses_an_unknown_certificate_unless_verification_is_turned_off(tls: Any) -> None:
+    name = unique_event()
+    strict = publisher(f"amqps://guest:guest@localhost:{tls.port}/%2F")  # system CAs: our test CA is unknown
+    with pytest.raises(TransportUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+        strict.emit_event(name, envelope(name))
+    strict.close()
+    wrong_name = publisher(f"amqps://guest:guest@localhost:{tls.port}/%2F?cafile={tls.ca}"
+                           "&server_hostname=rabbit.example")
+    with pytest.raises(TransportUnavailable, match="Hostname mismatch"):
+        wrong_name.emit_event(name, envelope(name))
+    wrong_name.close()
+    relaxed = publisher(f"amqps://guest:guest@localhost:{tls.port}/%2F?verify=false")
+    try:
+        relaxed.emit_event(name, envelope(name))
+    finally:
+        relaxed.close()
+        delete_exchange(name)

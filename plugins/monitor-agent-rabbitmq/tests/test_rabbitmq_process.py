@@ -11,10 +11,10 @@ import time
 from typing import Any, Dict, List
 
 import pytest
-from rabbit_kit import RABBIT_URL, DroppingProxy, RawQueue, require_rabbit, url_via
+from rabbit_kit import RABBIT_URL, DroppingProxy, RawQueue, TlsTerminator, require_rabbit, url_via
 
 from monitor_agent import wire
-from tests.brokers import RABBIT_HOST, RABBIT_PORT
+from tests.brokers import RABBIT_HOST, RABBIT_PORT, require_program
 from tests.helpers import CAPTURED, PYTHON, SECRET, clean_environ
 
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rabbit_app.py")
@@ -112,10 +112,33 @@ def test_after_patch_all_the_publisher_uses_real_sockets_and_never_blocks_the_hu
     assert facts["patched"] and facts["flushed"]
     assert facts["stats"]["sent"] == facts["stats"]["submitted"] == accounted(facts["stats"]) == 2000
     assert len(got) == 2000
-    assert facts["socket"] == "original"  # pika's socket in the publisher thread is not gevent's
+    # pika's socket in the publisher thread is a real one (from the plugin's private, unpatched socket module)
+    assert facts["socket"] == "real:monitor_agent_rabbitmq._realio.real_socket", facts
     assert facts["hubs_made"]  # the recording works
     assert facts["hubs_made_in_agent_threads"] == [], facts  # no gevent hub in the publisher thread
     assert facts["longest_gap"] < 1.0, facts  # generous: the loop kept running while 2000 events went out
+    assert "Traceback" not in stderr
+
+
+def test_amqps_after_patch_all_uses_real_tls_sockets(tmp_path: Any) -> None:
+    require_program("openssl")
+    terminator = TlsTerminator(str(tmp_path))
+    try:
+        with RawQueue([MEMORY]) as consumer:
+            app = App(f"amqps://guest:guest@localhost:{terminator.port}/%2F?cafile={terminator.ca}", patch=True,
+                      **QUIET)
+            try:
+                app.ask("emit 10")
+                facts = app.ask("flush")
+            finally:
+                stderr = app.quit()
+            got = [m for m in consumer.get(10) if m["body"]["source"]["pid"] == facts["pid"]]
+    finally:
+        terminator.close()
+    assert facts["flushed"] and facts["stats"]["sent"] == 10 and len(got) == 10
+    assert facts["socket"] == "real:monitor_agent_rabbitmq._realio.real_ssl", facts
+    assert facts["hubs_made_in_agent_threads"] == [], facts
+    assert terminator.handshakes == 1
     assert "Traceback" not in stderr
 
 
