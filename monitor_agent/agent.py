@@ -18,7 +18,7 @@ import atexit
 import logging
 import os
 import threading
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import gevent
 import gevent.events as gevent_events
@@ -77,6 +77,7 @@ class Agent:
         self.dispatch_errors = 0
         self.started = False  # threads running (set on the hub's first loop iteration)
         self.stopped = False
+        self._stop_callbacks: List[Callable[[], Any]] = []
 
         self.detector: Any = None
         if settings.blocking_detection != "off":
@@ -149,10 +150,24 @@ class Agent:
         except RuntimeError:  # shutdown already under way
             pass
 
+    def on_stop(self, callback: Callable[[], Any]) -> None:
+        """Call *callback()* when this agent stops (``uninstall()`` or exit), before transports are flushed.
+
+        For plugins that hold resources of their own (a listening port, a
+        thread). Callbacks run in the order they were added; one that raises is
+        logged and the others still run.
+        """
+        self._stop_callbacks.append(callback)
+
     def _stop(self, timeout: float) -> bool:
         """Stop threads, detach from the hub, flush transports within *timeout*."""
         self.stopped = True
         deadline = _native.monotonic() + timeout
+        for callback in self._stop_callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a plugin's fault must not stop the shutdown
+                log.warning("stop callback %r raised", callback, exc_info=True)
         self.monitor.kill()
         if self.detector is not None:
             self.detector.stop()

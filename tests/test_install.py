@@ -180,3 +180,21 @@ def test_startup_work_before_the_hub_runs_is_not_a_block(tmp_path) -> None:
     assert result.stdout.split()[1:] == ["True", "0"]
     assert int(result.stdout.split()[0]) == 1, "no agent thread before the hub first runs"
     assert not out.read_text()
+
+
+def test_stop_callbacks_run_in_order_and_are_isolated(caplog) -> None:
+    """Agent.on_stop: every callback runs at uninstall(), in order, even after one that raises."""
+    agent = monitor_agent.install(transports="")
+    assert agent is not None
+    calls = []
+
+    def bad() -> None:
+        calls.append("bad")
+        raise RuntimeError("plugin bug")
+
+    agent.on_stop(lambda: calls.append("first"))
+    agent.on_stop(bad)
+    agent.on_stop(lambda: calls.append("last"))
+    assert monitor_agent.uninstall(timeout=1)
+    assert calls == ["first", "bad", "last"]
+    assert "plugin bug" in caplog.text

@@ -210,19 +210,12 @@ def setup(agent: Any) -> None:
 
 
 def _stop_with(agent: Any, exporter: Exporter) -> None:
-    """Stop *exporter* when *agent* is uninstalled.
+    """Stop *exporter* (closing its port at once) when *agent* stops."""
 
-    The core has no stop hook for plugins yet, so the agent's ``_stop`` is
-    wrapped on this instance; the exporter stops first (closing its port at
-    once) and the agent's own shutdown follows unchanged.
-    """
-    original = agent._stop
-
-    def _stop(timeout: float) -> bool:
+    def stop() -> None:
         try:
             exporter.stop()
         except Exception:
             log.warning("monitor_agent.prometheus did not stop cleanly", exc_info=True)
-        return bool(original(timeout))
 
-    agent._stop = _stop
+    agent.on_stop(stop)
