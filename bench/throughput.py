@@ -22,7 +22,7 @@ received by the subscriber), events/s accepted by the broker (first emit to
 next to the baseline's. Queues are sized so nothing is dropped; a round that
 loses events is reported as such, not averaged in.
 
-    python bench/throughput.py [--events 20000] [--rounds 3] \
+    python bench/throughput.py [--events 20000] [--rounds 3] [--rate EVENTS_PER_S] \
         [--urls redis://127.0.0.1:6379/0,amqp://guest:guest@127.0.0.1:5672/%2F]
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ import monitor_agent
 from monitor_agent import _native
 from monitor_agent.events import MemoryUsageThresholdExceeded
 
-url, n = sys.argv[1], int(sys.argv[2])
+url, n, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 agent = monitor_agent.install(transports=url, queue_size=n + 100)
 gevent.sleep(0.3)                                   # threads up, connections made lazily
 lags = []
@@ -88,11 +88,17 @@ def probe():
 
 def emit_all():
     # Like the monitor thread, hand the GIL back now and then (every 0.5 ms).
-    yielded = time.perf_counter()
+    yielded = began = time.perf_counter()
     for i in range(n):
         agent.emit(MemoryUsageThresholdExceeded(100_000_000 + i, 90_000_000, None))
-        if time.perf_counter() - yielded >= 0.0005:
-            _native.sleep(0)
+        now = time.perf_counter()
+        if rate:                                    # paced: event i is due at i / rate
+            ahead = (i + 1) / rate - (now - began)
+            if ahead > 0:
+                _native.sleep(ahead)
+                yielded = time.perf_counter()
+        if now - yielded >= 0.0005:
+            _native.sleep(0.00005)
             yielded = time.perf_counter()
     done["emitted"] = time.time()
 
@@ -118,7 +124,7 @@ print(json.dumps({"start": start, "flushed": flushed, "emitted": done["emitted"]
 """
 
 
-def one_run(url: str, n: int, env: Dict[str, str]) -> Dict[str, Any]:
+def one_run(url: str, n: int, rate: float, env: Dict[str, str]) -> Dict[str, Any]:
     """One publisher run against *url* ('' = no transport), with a subscriber when there is a URL."""
     subscriber = None
     if url:
@@ -127,7 +133,7 @@ def one_run(url: str, n: int, env: Dict[str, str]) -> Dict[str, Any]:
         assert subscriber.stdout is not None
         if subscriber.stdout.readline().strip() != "ready":
             raise RuntimeError(f"subscriber for {redact_url(url)} did not start")
-    pub = run_json(PUBLISHER, env, args=[url, str(n)])
+    pub = run_json(PUBLISHER, env, args=[url, str(n), str(rate)])
     result: Dict[str, Any] = {"lag_ms": pub["lag_ms"], "transport": pub["transport"]}
     elapsed_accept = pub["flushed"] - pub["start"]
     result["accepted_per_s"] = n / elapsed_accept
@@ -143,6 +149,8 @@ def one_run(url: str, n: int, env: Dict[str, str]) -> Dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="emit at this many events/s (default 0: as fast as possible)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--urls", default="redis://127.0.0.1:6379/0,amqp://guest:guest@127.0.0.1:5672/%2F")
     args = parser.parse_args()
@@ -151,7 +159,7 @@ def main() -> None:
     raw: Dict[str, List[Dict[str, Any]]] = {u: [] for u in urls}
     for r in range(args.rounds):
         for url in urls:
-            run = one_run(url, args.events, env)
+            run = one_run(url, args.events, args.rate, env)
             raw[url].append(run)
             shown = redact_url(url) or "none"
             print(f"  round {r + 1}/{args.rounds} {shown}: " + json.dumps(
@@ -186,9 +194,10 @@ def main() -> None:
     headers = ["transport", "events/s end to end (median)", "events/s accepted", "loop lag p50 ms",
                "loop lag p99 ms (vs baseline)", "loop lag max ms", "rounds with every event received"]
     text = table(headers, rows)
-    print(f"{args.events} events per run, {args.rounds} rounds; {machine()}\n")
+    pace = f"paced at {args.rate:,.0f}/s" if args.rate else "as fast as possible"
+    print(f"{args.events} events per run, {pace}, {args.rounds} rounds; {machine()}\n")
     print(text)
-    save("throughput", {"args": vars(args), "raw": {redact_url(u) or "none": v for u, v in raw.items()},
+    save("throughput" + (f"-paced-{args.rate:.0f}" if args.rate else ""), {"args": vars(args), "raw": {redact_url(u) or "none": v for u, v in raw.items()},
                         "table": text})
 
 
