@@ -21,17 +21,18 @@ registered too.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib.util
 import logging
 import sys
 from types import ModuleType
-from typing import Any, Callable, Dict, Set
+from typing import Any, Callable, Dict, Iterator, Set
 
 from gevent import monkey
 
 from monitor_agent import _native
 
-__all__ = ["NativeTimer", "ThreadAwareModule", "install", "is_registered", "register_current_thread",
+__all__ = ["NativeTimer", "ThreadAwareModule", "install", "is_registered", "real_io", "register_current_thread",
            "unregister_current_thread"]
 
 _registered: Set[int] = set()
@@ -59,6 +60,19 @@ def register_current_thread() -> None:
 def unregister_current_thread() -> None:
     """Undo :func:`register_current_thread` (the thread is about to end)."""
     _registered.discard(_native.get_ident())
+
+
+@contextlib.contextmanager
+def real_io() -> Iterator[None]:
+    """Register the calling thread for the duration of a ``with`` block (re-entrant)."""
+    ident = _native.get_ident()
+    added = ident not in _registered
+    _registered.add(ident)
+    try:
+        yield
+    finally:
+        if added:
+            _registered.discard(ident)
 
 
 def is_registered() -> bool:

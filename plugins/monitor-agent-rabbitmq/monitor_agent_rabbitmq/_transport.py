@@ -115,7 +115,6 @@ class RabbitMqTransport(BaseEventTransport):
 
     def _connect(self) -> Tuple[Any, Any]:
         """A new connection and channel with confirms on, made in the calling native thread."""
-        _realio.register_current_thread()
         pika = self._pika
         if pika is None:  # prepare() failed (and logged why); never import here, in a background thread
             raise RuntimeError("the amqp transport could not load pika in prepare()")
@@ -217,6 +216,10 @@ class RabbitMqTransport(BaseEventTransport):
                 attempt reconnects).
         """
         bodies = [(exchange_name(name), wire.encode(body)) for name, body in events]
+        with _realio.real_io():
+            self._emit(bodies)
+
+    def _emit(self, bodies: List[Tuple[str, bytes]]) -> None:
         reused = self._ensure_publisher()
         try:
             self._publish(bodies)
@@ -262,7 +265,8 @@ class RabbitMqTransport(BaseEventTransport):
     def close(self) -> None:
         """Drop the publishing connection (abruptly: pika may not be driven from the calling thread)."""
         self.stop_accepting_events()
-        self._drop_publisher()
+        with _realio.real_io():
+            self._drop_publisher()
 
     # -- consuming -----------------------------------------------------------
 
