@@ -197,7 +197,8 @@ def main() -> None:
     pace = f"paced at {args.rate:,.0f}/s" if args.rate else "as fast as possible"
     print(f"{args.events} events per run, {pace}, {args.rounds} rounds; {machine()}\n")
     print(text)
-    save("throughput" + (f"-paced-{args.rate:.0f}" if args.rate else ""), {"args": vars(args), "raw": {redact_url(u) or "none": v for u, v in raw.items()},
+    name = "throughput" + (f"-paced-{args.rate:.0f}" if args.rate else "")
+    save(name, {"args": vars(args), "raw": {redact_url(u) or "none": v for u, v in raw.items()},
                         "table": text})
 
 
