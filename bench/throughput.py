@@ -199,7 +199,7 @@ def main() -> None:
     print(text)
     name = "throughput" + (f"-paced-{args.rate:.0f}" if args.rate else "")
     save(name, {"args": vars(args), "raw": {redact_url(u) or "none": v for u, v in raw.items()},
-                        "table": text})
+                "table": text})
 
 
 if __name__ == "__main__":
