@@ -211,9 +211,20 @@ class TcpProxy:
             pass
 
     def reset(self) -> None:
-        """Drop every open connection with a TCP reset."""
+        """Drop every open connection with a TCP reset, at once.
+
+        Closing alone is not enough: a socket that a pump thread is blocked
+        reading is only really closed when that read returns, so an idle client
+        would never notice. Shutting it down first wakes the pump.
+        """
         with self.lock:
             conns, self.connections = self.connections, []
+        for sock in conns:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for sock in conns:
             self._rst(sock)
 

@@ -15,34 +15,12 @@ from typing import Any, Dict, Iterable, List
 
 import pika
 
-from tests.brokers import RABBIT_HOST, RABBIT_PORT, TcpProxy, require_broker
+from tests.brokers import RABBIT_HOST, RABBIT_PORT, require_broker
 from tests.helpers import CAPTURED
 
 RABBIT_URL = f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/%2F"
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEMSTONE_EXCHANGE = {"exchange_type": "fanout", "durable": False, "auto_delete": False}
-
-
-class DroppingProxy(TcpProxy):
-    """A :class:`tests.brokers.TcpProxy` whose ``reset()`` drops connections at once.
-
-    The base class closes sockets that its pump threads are blocked reading;
-    on Linux the close (and its RST) only takes effect when that read returns,
-    so an idle client never notices. Shutting the sockets down first wakes the
-    pumps, and the client sees the connection end immediately.
-    """
-
-    def reset(self) -> None:
-        with self.lock:
-            conns, self.connections = self.connections, []
-        for sock in conns:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for sock in conns:
-            self._rst(sock)
 
 
 def require_rabbit() -> None:

@@ -9,10 +9,10 @@ import pika
 import pytest
 import rabbit_kit
 from monitor_agent_rabbitmq import RabbitMqTransport, factory
-from rabbit_kit import RABBIT_URL, DroppingProxy, RawQueue, delete_exchange, require_rabbit, unique_event, url_via
+from rabbit_kit import RABBIT_URL, RawQueue, delete_exchange, require_rabbit, unique_event, url_via
 
 from monitor_agent import TransportUnavailable, wire
-from tests.brokers import RABBIT_HOST, RABBIT_PORT
+from tests.brokers import RABBIT_HOST, RABBIT_PORT, TcpProxy
 from tests.helpers import SECRET
 
 BLOCKED = "gevent.event_loop_blocked"
@@ -125,7 +125,7 @@ def test_idle_longer_than_the_heartbeat_then_publish_is_still_delivered() -> Non
 
 def test_a_dropped_connection_is_replaced_and_a_refused_one_is_unavailable() -> None:
     name = unique_event()
-    with DroppingProxy(RABBIT_HOST, RABBIT_PORT) as proxy:
+    with TcpProxy(RABBIT_HOST, RABBIT_PORT) as proxy:
         transport = publisher(url_via(proxy.port))
         try:
             with RawQueue([name]) as queue:
@@ -148,7 +148,7 @@ def test_a_dropped_connection_is_replaced_and_a_refused_one_is_unavailable() -> 
 
 def test_a_paused_broker_times_out_as_unavailable() -> None:
     name = unique_event()
-    with DroppingProxy(RABBIT_HOST, RABBIT_PORT) as proxy:
+    with TcpProxy(RABBIT_HOST, RABBIT_PORT) as proxy:
         transport = publisher(url_via(proxy.port, "socket_timeout=1"))
         try:
             transport.emit_event(name, envelope(name))
@@ -236,7 +236,7 @@ def test_star_handler_subscribes_to_the_four_gevent_events() -> None:
 
 def test_consumer_reconnects_and_resubscribes_after_a_dropped_connection() -> None:
     name = unique_event()
-    with DroppingProxy(RABBIT_HOST, RABBIT_PORT) as proxy:
+    with TcpProxy(RABBIT_HOST, RABBIT_PORT) as proxy:
         consumer = factory(url_via(proxy.port))
         received: List[Dict[str, Any]] = []
         consumer.register_event_handler(received.append, name)

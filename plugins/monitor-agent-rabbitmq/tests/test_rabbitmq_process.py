@@ -11,10 +11,10 @@ import time
 from typing import Any, Dict, List
 
 import pytest
-from rabbit_kit import RABBIT_URL, DroppingProxy, RawQueue, TlsTerminator, require_rabbit, url_via
+from rabbit_kit import RABBIT_URL, RawQueue, TlsTerminator, require_rabbit, url_via
 
 from monitor_agent import wire
-from tests.brokers import RABBIT_HOST, RABBIT_PORT, require_program
+from tests.brokers import RABBIT_HOST, RABBIT_PORT, TcpProxy, require_program
 from tests.helpers import CAPTURED, PYTHON, SECRET, clean_environ
 
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rabbit_app.py")
@@ -143,7 +143,7 @@ def test_amqps_after_patch_all_uses_real_tls_sockets(tmp_path: Any) -> None:
 
 
 def test_broker_faults_cost_queued_events_only_and_everything_adds_up() -> None:
-    with DroppingProxy(RABBIT_HOST, RABBIT_PORT) as proxy, RawQueue([MEMORY]) as consumer:
+    with TcpProxy(RABBIT_HOST, RABBIT_PORT) as proxy, RawQueue([MEMORY]) as consumer:
         app = App(url_via(proxy.port, "socket_timeout=2"), MONITOR_AGENT_QUEUE_SIZE="100", **QUIET)
         try:
             app.ask("emit 50")
@@ -174,7 +174,7 @@ def test_broker_faults_cost_queued_events_only_and_everything_adds_up() -> None:
 
 
 def test_a_forked_child_publishes_on_its_own_connection_with_its_own_pid() -> None:
-    with DroppingProxy(RABBIT_HOST, RABBIT_PORT) as proxy, RawQueue([MEMORY]) as consumer:
+    with TcpProxy(RABBIT_HOST, RABBIT_PORT) as proxy, RawQueue([MEMORY]) as consumer:
         app = App(url_via(proxy.port), **QUIET)
         try:
             app.ask("emit 1")
