@@ -23,6 +23,11 @@ from redis.backoff import NoBackoff
 from redis.connection import Connection
 from redis.retry import Retry
 
+try:  # redis-py >= 5
+    from redis._parsers import _RESP2Parser as PythonParser
+except ImportError:  # pragma: no cover - redis-py 4
+    from redis.connection import PythonParser  # type: ignore[attr-defined,no-redef,unused-ignore]
+
 from ._url import RedisSettings
 
 __all__ = ["RealSocketConnection", "TlsSocket", "make_tls_context", "new_connection", "warm_up"]
@@ -46,8 +51,10 @@ class TlsSocket:
     derives from gevent's cooperative socket when ``ssl`` was imported after
     patching; an ``SSLObject`` on memory buffers does no I/O of its own, so
     all reads and writes here are the real socket's. Provides what redis-py
-    uses of a socket (``recv``, ``sendall``, ``settimeout``, ``shutdown``,
-    ``close``, …; anything else is the raw socket's).
+    uses of a socket (``recv``, ``recv_into``, ``pending``, ``sendall``,
+    ``settimeout``, ``shutdown``, ``close``, …; anything else is the raw
+    socket's). Connections force redis-py's pure-Python parser all the same
+    (see :func:`connection_kwargs`).
 
     Args:
         raw: A connected, real TCP socket (its timeout applies to the handshake).
@@ -101,6 +108,23 @@ class TlsSocket:
                     return b""
             except self._eof:
                 return b""
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        """Decrypt up to *nbytes* (default: the buffer's size) into *buffer*; 0 at end of stream."""
+        size = nbytes or memoryview(buffer).nbytes
+        while True:
+            try:
+                return int(self._tls.read(size, buffer))
+            except self._want_read:
+                self._flush()
+                if not self._fill():
+                    return 0
+            except self._eof:
+                return 0
+
+    def pending(self) -> int:
+        """Decrypted bytes already buffered (readable without touching the socket)."""
+        return int(self._tls.pending())
 
     def sendall(self, data: Any) -> None:
         """Encrypt and send all of *data*."""
@@ -217,6 +241,9 @@ def connection_kwargs(settings: RedisSettings) -> Dict[str, Any]:
         # RESP2: pub/sub messages are plain replies of read_response() (under RESP3,
         # redis-py >= 8's default, they are push frames handed to a logging handler).
         "protocol": 2,
+        # The pure-Python parser reads through sock.recv() only. With hiredis installed,
+        # redis-py would pick _HiredisParser, which uses other socket methods.
+        "parser_class": PythonParser,
     }
 
 

@@ -16,6 +16,7 @@ from monitor_agent import TransportUnavailable, wire
 from monitor_agent.transports.publisher import Publisher
 from tests.brokers import RedisServer
 from tests.helpers import CAPTURED, SECRET, clean_environ
+from tests.reliability._record import observed
 
 
 def envelope(n: int) -> Dict[str, Any]:
@@ -107,6 +108,11 @@ def test_a_killed_and_restarted_server_costs_queued_events_only() -> None:
     assert any(body.get("dropped_before") for _, body in resumed), "no envelope told what was missed"
     assert max(body["data"]["n"] for _, body in resumed) == 599
     assert report["max_gap"] < 1.0, report  # generous: the loop never waited on Redis
+    observed("Redis killed (SIGKILL) mid-stream, restarted on the same port",
+             "own redis-server; 200 events up, 200 while down (queue of 50), 200 after the restart",
+             f"retried with backoff ({stats['retries']} retries), resumed by itself, dropped_before on the next "
+             f"envelope; app heartbeat max gap {report['max_gap'] * 1000:.0f} ms; sent + failed + dropped = 600",
+             f"{stats['dropped']['queue_full']} dropped (queue_full, counted), {stats['failed']} failed")
 
 
 def test_a_paused_server_times_out_instead_of_hanging() -> None:
@@ -126,6 +132,9 @@ def test_a_paused_server_times_out_instead_of_hanging() -> None:
         transport.emit_event("gevent.test_tick", envelope(3))
         assert transport.connects == 2
         transport.close()
+    observed("Redis paused (SIGSTOP): connections hang", "own redis-server, socket_timeout 0.5 s",
+             "each attempt gave up within its timeout (TransportUnavailable, retried later), never hung; "
+             "reconnected after SIGCONT", "0 (events stay queued while it is down)")
 
 
 def test_a_wrong_password_is_an_outage_with_a_clear_message_and_no_leak(caplog: Any) -> None:
@@ -149,6 +158,9 @@ def test_a_wrong_password_is_an_outage_with_a_clear_message_and_no_leak(caplog: 
     assert "authentication failed" in stats["last_error"]
     for text in (repr(transport), str(stats), caplog.text):
         assert SECRET not in text
+    observed("Redis refuses the password", "own redis-server with requirepass; the test password in the URL",
+             "an outage with a clear message ('authentication failed', URL shown as :***@), retried with backoff; "
+             "the password appears nowhere", f"{sum(stats['dropped'].values())} of 5 dropped at close, counted")
 
 
 def test_a_password_for_a_server_without_one_is_an_auth_outage() -> None:
@@ -177,6 +189,8 @@ def test_an_unresolvable_name_is_an_outage() -> None:
     with pytest.raises(TransportUnavailable, match=r"no-such-host\.invalid"):
         transport.emit_event("gevent.test_tick", envelope(1))
     assert time.monotonic() - started < 30  # the resolver's own timeouts; generous
+    observed("Redis host name that does not resolve", "redis://no-such-host.invalid:6379/0",
+             "TransportUnavailable naming the host; retried with backoff in the publisher thread", "0 while queued")
 
 
 def test_a_unix_socket_url_with_a_database(tmp_path: Any) -> None:
@@ -281,6 +295,31 @@ def test_rediss_verifies_the_server_by_default(tls_files: Any) -> None:
         opted_out = factory(base + "?ssl_cert_reqs=none")
         opted_out.prepare()
         opted_out.emit_event("gevent.test_tick", envelope(3))
+    observed("rediss:// TLS handshake with an untrusted certificate", "own redis-server with a throwaway CA",
+             "refused (CERTIFICATE_VERIFY_FAILED) unless the CA is given or ssl_cert_reqs=none opts out",
+             "0 (an outage: events stay queued)")
+
+
+def test_tls_socket_reads_into_buffers_and_reports_pending(tls_files: Any) -> None:
+    """recv_into() and pending() decrypt (a parser using them must not see the raw, encrypted socket)."""
+    cert, key, ca = tls_files
+    with RedisServer(tls=(cert, key, ca)) as server:
+        transport = factory(f"{server.url()}?ssl_ca_certs={ca}")
+        transport.prepare()
+        transport.emit_event("gevent.test_tick", envelope(1))  # connects
+        sock = transport._connection()._sock
+        assert type(sock).__name__ == "TlsSocket"
+        sock.sendall(b"PING\r\nPING\r\n")
+        buffer = bytearray(3)
+        assert sock.recv_into(buffer) == 3 and bytes(buffer) == b"+PO"
+        assert sock.pending() > 0  # the rest of the decrypted record waits in the TLS object
+        rest = bytearray(64)
+        received = bytes(rest[:sock.recv_into(rest, 4)])
+        assert received == b"NG\r\n"
+        while len(received) < 11:
+            received += sock.recv(64)
+        assert received == b"NG\r\n+PONG\r\n"
+        transport.close()
 
 
 TLS_PATCHED_APP = """

@@ -142,3 +142,15 @@ def test_importing_the_entry_point_module_is_cheap() -> None:
     """, env=clean_environ())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_connections_use_the_pure_python_parser_even_with_hiredis() -> None:
+    """hiredis's parser would call recv_into()/pending() on our TlsSocket; the RESP2 Python parser only recv()."""
+    from redis._parsers import _HiredisParser, _RESP2Parser
+
+    for url in ("redis://h/0", "rediss://h/0?ssl_cert_reqs=none", "unix:///tmp/r.sock"):
+        transport = factory(url)
+        transport.prepare()
+        parser = transport._connection()._parser
+        assert type(parser) is _RESP2Parser, url
+        assert not isinstance(parser, _HiredisParser)
