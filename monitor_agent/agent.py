@@ -166,7 +166,7 @@ class Agent:
         for callback in self._stop_callbacks:
             try:
                 callback()
-            except Exception:  # noqa: BLE001 - a plugin's fault must not stop the shutdown
+            except Exception:  # a plugin's fault must not stop the shutdown
                 log.warning("stop callback %r raised", callback, exc_info=True)
         self.monitor.kill()
         if self.detector is not None:

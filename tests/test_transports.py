@@ -273,3 +273,40 @@ def test_agent_accounting_adds_up(tmp_path) -> None:
     for name, s in agent.stats()["transports"].items():
         assert s["submitted"] == 200
         assert s["sent"] + s["failed"] + sum(s["dropped"].values()) == 200, (name, s)
+
+
+class TestRunOnMainThread:
+    """gemstone's run_on_main_thread: hand a call to the hub, from any thread, without making a hub there."""
+
+    def test_hands_the_call_to_the_hub_thread(self) -> None:
+        """From a native thread, the call runs later in the hub's thread."""
+        transport = Recorder()
+        transport.set_hub(gevent.get_hub())
+        ran_in: List[int] = []
+        caller = threading.Thread(target=transport.run_on_main_thread,
+                                  args=(lambda: ran_in.append(threading.get_ident()),))
+        caller.start()
+        caller.join()
+        assert not ran_in, "it is queued for the hub, not run in the caller's thread"
+        wait_until(lambda: ran_in)
+        assert ran_in == [gevent.get_hub().thread_ident] != [caller.ident]
+
+    def test_refuses_instead_of_making_a_hub_in_a_foreign_thread(self) -> None:
+        """Without set_hub(), a native thread gets a RuntimeError, and no hub is created in it."""
+        from gevent._hub_local import get_hub_if_exists
+
+        transport = Recorder()
+        seen: List[Any] = []
+
+        def consumer() -> None:
+            try:
+                transport.run_on_main_thread(print)
+            except RuntimeError as exc:
+                seen.append(exc)
+            seen.append(get_hub_if_exists())
+
+        thread = threading.Thread(target=consumer)
+        thread.start()
+        thread.join()
+        assert isinstance(seen[0], RuntimeError) and "set_hub" in str(seen[0])
+        assert seen[1] is None

@@ -19,7 +19,7 @@ import functools
 import logging
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Sequence, Tuple
 
-import gevent
+from gevent._hub_local import get_hub_if_exists
 
 from .._redact import redact_url
 
@@ -153,11 +153,21 @@ class BaseEventTransport(abc.ABC):
         """Run ``func(*args, **kwargs)`` in the hub's thread, from any thread.
 
         Uses ``loop.run_callback_threadsafe``, so it is safe to call from the
-        consumer's native thread; it returns at once.
+        consumer's native thread; it returns at once. The hub is the one given
+        to :meth:`set_hub` (the agent does this for its transports; a consumer
+        outside an agent calls it from the hub's thread, or its
+        ``start_accepting_events`` does), else the calling thread's own hub.
+
+        Raises:
+            RuntimeError: No hub is known: :meth:`set_hub` was never called, and
+                this thread has no hub (a consumer thread must never create one).
         """
         hub = self._hub
         if hub is None:
-            hub = self._hub = gevent.get_hub()
+            hub = self._hub = get_hub_if_exists()
+        if hub is None:
+            raise RuntimeError(f"{self!r} has no hub to run {func!r} on: call set_hub(gevent.get_hub()) "
+                               "or start_accepting_events() from the hub's thread first")
         call = functools.partial(func, *(args or ()), **dict(kwargs or {}))
         hub.loop.run_callback_threadsafe(call)
 

@@ -36,6 +36,25 @@ def test_password_never_shown_by_the_core(tmp_path: Path, caplog) -> None:
              "redacted in errors, reprs, monitor-agent config/run, logs; the whole suite's output is scanned", "n/a")
 
 
+@pytest.mark.parametrize("template", [
+    "redis://:{pw}@host:6379/0",
+    "redis://user:{pw}@[::1]:6379/0?password={pw}",
+    "amqp://guest:{pw}@host:5672/%2F",
+    "redis://:{pw}/tail@host:6379/0",        # unescaped '/': urlsplit reads host '{pw}'
+    "amqp://guest:{pw}?x#y@host:5672/%2F",    # unescaped '?' and '#'
+    "amqps://guest:{pw}@evil@host:5671/%2F",  # unescaped '@'
+    "see redis://:{pw}@host:1/0 and amqp://u:{pw}@h/%2F in one message",
+])
+def test_redaction_of_awkward_urls(template: str) -> None:
+    """redact_url/redact_text hide the password however the URL was (mis)written; the host stays visible."""
+    from monitor_agent._redact import redact_text, redact_url
+
+    url = template.format(pw=SECRET)
+    for shown in (redact_url(url), redact_text(url)):
+        assert SECRET not in shown and "***" in shown, shown
+        assert ("host" in shown or "h/" in shown or "[::1]" in shown), "the destination stays visible"
+
+
 def test_jsonl_file_is_private_even_with_a_lax_umask(tmp_path: Path) -> None:
     """The JSONL file is created 0600 whatever the umask."""
     path = tmp_path / "e.jsonl"
