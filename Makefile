@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check monitor_agent plugins tests bench examples
 	$(BIN)/python -m mypy monitor_agent
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs. Installs only what is missing, so it is
-# quick when everything is there; needs root (or sudo) the first time.
+# Debian packages the test suite (and `make bench`) need. Installs only what is
+# missing, so it is quick when everything is there; needs root (or sudo) the
+# first time.
 set -euo pipefail
 
 declare -A need=()   # command -> package
 # (entries are added by the features that need them)
 need[chromium]=chromium   # monitor-agent report --html: headless browser test
-need[promtool]=prometheus
+need[promtool]=prometheus      # the Prometheus plugin's output is checked by promtool
+need[wrk]=wrk                  # bench/overhead.py: HTTP load on a gevent.pywsgi server
 
 missing=()
 for cmd in "${!need[@]}"; do
