@@ -17,6 +17,8 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
+import gevent
+
 from monitor_agent import ConfigError, TransportUnavailable, _native, wire
 from monitor_agent._logonce import LogOnce
 from monitor_agent._redact import redact_text
@@ -206,11 +208,17 @@ class RedisEventTransport(BaseEventTransport):
         The thread reconnects with capped, jittered backoff and resubscribes after
         a connection loss. Handlers run in that thread (``?dispatch=thread``, the
         default, as the jsonl transport does) or in the hub's thread through
-        :meth:`run_on_main_thread` (``?dispatch=hub``, as gemstone does).
+        :meth:`run_on_main_thread` (``?dispatch=hub``, as gemstone does); with
+        ``dispatch=hub`` and no :meth:`set_hub` call yet, the hub is the calling
+        thread's, so call this from the thread whose hub should run the handlers.
         """
         if self._consuming:
             return
         self.prepare()
+        if self.settings.dispatch == "hub" and self._hub is None:
+            # Here, in the caller's (normally the hub's) thread: run_on_main_thread
+            # must never look the hub up from the consumer's native thread.
+            self.set_hub(gevent.get_hub())
         # redis-py's own health check would read a pub/sub message as its PONG: the loop pings itself.
         conn = self._new_connection(dataclasses.replace(self.settings, health_check_interval=0))
         self._consuming = True

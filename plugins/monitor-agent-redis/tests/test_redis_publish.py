@@ -352,3 +352,36 @@ def test_a_forked_child_publishes_with_its_own_connection_and_pid() -> None:
     assert set(received) == {"parent-before", "child", "parent-after"}
     assert received["child"] == report["child"]
     assert received["parent-before"] == received["parent-after"] != report["child"]
+
+
+HUB_DISPATCH_APP = """
+    import json, sys, threading
+    import gevent
+    import redis
+    from monitor_agent_redis import factory
+
+    url, name = sys.argv[1], sys.argv[2]
+    main_thread = threading.get_ident()
+    transport = factory(url + "?dispatch=hub")
+    calls = []
+    transport.register_event_handler(
+        lambda body: calls.append({"main_thread": threading.get_ident() == main_thread,
+                                   "in_hub": gevent.getcurrent() is gevent.get_hub(), "n": body["n"]}), name)
+    transport.start_accepting_events()
+    client = redis.Redis.from_url(url)
+    for n in range(100):
+        if calls:
+            break
+        client.publish(name, json.dumps({"n": n}))
+        gevent.sleep(0.1)  # the hub runs the handler calls the consumer thread hands over
+    transport.stop_accepting_events()
+    print(json.dumps(calls[:1]))
+"""
+
+
+def test_dispatch_hub_calls_handlers_in_the_hub_of_the_starting_thread() -> None:
+    url = shared_redis()
+    result = run_python(HUB_DISPATCH_APP, args=[url, unique_name()], timeout=60)
+    assert result.returncode == 0, result.stderr
+    calls = json.loads(result.stdout.strip().splitlines()[-1])
+    assert calls and calls[0]["main_thread"] is True and calls[0]["in_hub"] is True, (calls, result.stderr)
