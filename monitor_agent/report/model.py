@@ -374,8 +374,9 @@ class ReportBuilder:
         duration = _duration(data.get("blocking_time")) or 0.0
         started = _started(data, ts, duration)
         episode = (proc.key, _count(data.get("episode")))
-        if episode in self.pending:
-            return  # the same report twice (a log concatenated with itself)
+        earlier = self.pending.pop(episode, None)
+        if earlier is not None:  # a second block under the same number before the first ended (or no number)
+            self._record(proc, earlier, finished=False)
         self.pending[episode] = _Pending(self._site(data), duration, started, _count(data.get("suppressed_before")))
         if len(self.pending) > MAX_PENDING:
             (old_proc, _), oldest = self.pending.popitem(last=False)
