@@ -7,8 +7,10 @@ and stop answering exactly when the loop is blocked. This server uses the C
 ``_socket`` module (never patched; even the original ``socket.socket.accept``
 builds its result through the possibly patched ``socket.socket`` name) and a
 thread from :func:`monitor_agent._native.spawn`, so it keeps answering while
-the hub is stuck. Connections are served one at a time with short timeouts:
-a scrape is a few kilobytes, and a slow client cannot hold the thread long.
+the hub is stuck. Connections are served one at a time, each under one
+overall deadline (:data:`_REQUEST_DEADLINE` to read the request, however the
+client dribbles it, and as long again to write the answer): a scrape is a few
+kilobytes, and a slow or idle client is dropped so the next scrape is served.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ Renderer = Callable[[str], Tuple[bytes, str]]
 
 # Not "ma:…": that prefix is the core agent's own threads (its tests count them).
 THREAD_NAME = "prom-exporter"
-_MAX_REQUEST = 16384
-_CLIENT_TIMEOUT = 5.0
+_MAX_REQUEST = 16384  # bytes of request head read at most; a scrape sends a few hundred
+_REQUEST_DEADLINE = 2.0  # seconds to read one whole request (and, separately, to send the answer)
 _ACCEPT_TIMEOUT = 0.5  # how soon the thread notices stop()
 
 
@@ -118,20 +120,25 @@ class MetricsServer:
 
     def _serve(self, conn: Any) -> None:
         try:
-            conn.settimeout(_CLIENT_TIMEOUT)
-            request = self._read_request(conn)
+            request = self._read_request(conn, _native.monotonic() + _REQUEST_DEADLINE)
             self.requests += 1
-            conn.sendall(self._respond(request))
-        except Exception:  # noqa: BLE001 - a bad client must not stop the server
+            conn.settimeout(_REQUEST_DEADLINE)  # the answer fits the socket buffer: a client that reads nothing
+            conn.sendall(self._respond(request))  # still cannot hold the thread past this
+        except Exception:  # noqa: BLE001 - a bad, slow or idle client must not stop the server
             self.errors += 1
         finally:
             conn.close()
 
     @staticmethod
-    def _read_request(conn: Any) -> bytes:
+    def _read_request(conn: Any, deadline: float) -> bytes:
+        """The request head, read before *deadline* (``TimeoutError`` after it), at most ``_MAX_REQUEST`` bytes."""
         data = b""
         while b"\r\n\r\n" not in data and b"\n\n" not in data and len(data) < _MAX_REQUEST:
-            chunk = conn.recv(4096)
+            remaining = deadline - _native.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("request not complete before the deadline")
+            conn.settimeout(remaining)
+            chunk = conn.recv(_MAX_REQUEST - len(data))
             if not chunk:
                 break
             data += chunk
