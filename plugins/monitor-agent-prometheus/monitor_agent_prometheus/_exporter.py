@@ -12,7 +12,8 @@ Life cycle, mirroring the agent's own threads:
   carries on without the exporter.
 * fork: the child closes its copy of the parent's socket, forgets the parent's
   per-site counts, and binds its own port (the next free one in a range).
-* ``uninstall()``: the server thread sees ``agent.stopped`` and closes the port.
+* ``uninstall()``: the exporter leaves ``gevent.events.subscribers`` and closes
+  the port; the server thread ends.
 """
 from __future__ import annotations
 
@@ -139,11 +140,23 @@ class Exporter:
         return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
 
     def stop(self) -> None:
-        """Close the port and end the server thread (the agent is being uninstalled)."""
+        """Unsubscribe, close the port and end the server thread (the agent is being uninstalled).
+
+        Leaving :meth:`subscriber` in ``gevent.events.subscribers`` would keep
+        this exporter, its agent, hub and registry alive after ``uninstall()``.
+        """
+        self.unsubscribe()
         server, self.server = self.server, None
         self.wanted = False
         if server is not None and self.pid == os.getpid():
             server.stop()
+
+    def unsubscribe(self) -> None:
+        """Remove :meth:`subscriber` from ``gevent.events.subscribers`` (nothing happens if it is not there)."""
+        try:
+            gevent_events.subscribers.remove(self.subscriber)
+        except ValueError:
+            pass
 
     def subscriber(self, event: Any) -> None:
         """The ``gevent.events`` subscriber (monitor thread): count blocking episodes by site."""
@@ -171,7 +184,7 @@ class Exporter:
 
 
 def get_exporter() -> Exporter | None:
-    """The exporter of this process, or ``None`` when the plugin did not set one up."""
+    """The exporter of this process, or ``None`` (the plugin did not set one up, or its agent was uninstalled)."""
     return _exporter
 
 
@@ -198,8 +211,6 @@ def setup(agent: Any) -> None:
         previous.stop()  # an earlier agent was uninstalled; this one takes over
     exporter = Exporter(agent, config)
     exporter.warm_up()
-    if previous is not None and previous.subscriber in gevent_events.subscribers:
-        gevent_events.subscribers.remove(previous.subscriber)
     gevent_events.subscribers.append(exporter.subscriber)
     _exporter = exporter
     if not _fork_hook_registered:
@@ -213,6 +224,9 @@ def _stop_with(agent: Any, exporter: Exporter) -> None:
     """Stop *exporter* (closing its port at once) when *agent* stops."""
 
     def stop() -> None:
+        global _exporter
+        if _exporter is exporter:
+            _exporter = None  # hold nothing of the stopped agent
         try:
             exporter.stop()
         except Exception:
