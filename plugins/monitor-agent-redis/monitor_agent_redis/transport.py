@@ -42,6 +42,28 @@ def _jitter() -> float:
     return 0.5 + int.from_bytes(os.urandom(2), "big") / 131070
 
 
+class _ConsumerRun:
+    """One consumer thread's stop flag, wake-up and completion lock.
+
+    Each start of the consumer gets a fresh run, so a thread that outlived a
+    timed-out stop (still connecting, say) only ever sees its own, stopped,
+    run and exits; a new start never waits for it.
+    """
+
+    __slots__ = ("done", "stopped", "wakeup")
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.wakeup = _native.Wakeup()
+        self.done = _native.allocate_lock()
+        self.done.acquire()  # released by the thread as it exits
+
+    def stop(self) -> None:
+        """Ask the thread to exit and wake it from its backoff sleep."""
+        self.stopped = True
+        self.wakeup.set()
+
+
 class RedisEventTransport(BaseEventTransport):
     """Publishes envelopes to Redis channels named after the events; can subscribe to them too.
 
@@ -70,10 +92,8 @@ class RedisEventTransport(BaseEventTransport):
         self._faults = LogOnce(log)
         self.connects = 0
         self.consumer_connects = 0
-        self._consuming = False
+        self._consumer: _ConsumerRun | None = None  # the running consumer, if any
         self._consumer_failing = False
-        self._consumer_wakeup = _native.Wakeup()
-        self._consumer_done = _native.allocate_lock()
 
     # -- setup -------------------------------------------------------------------
 
@@ -183,10 +203,8 @@ class RedisEventTransport(BaseEventTransport):
         self.connects = 0
         self._faults.clear()
         # A consumer thread does not survive fork(); the child starts afresh.
-        self._consuming = False
+        self._consumer = None
         self._consumer_failing = False
-        self._consumer_wakeup = _native.Wakeup()
-        self._consumer_done = _native.allocate_lock()
 
     # -- consuming (gemstone API) -----------------------------------------------------
 
@@ -212,7 +230,7 @@ class RedisEventTransport(BaseEventTransport):
         ``dispatch=hub`` and no :meth:`set_hub` call yet, the hub is the calling
         thread's, so call this from the thread whose hub should run the handlers.
         """
-        if self._consuming:
+        if self._consumer is not None:
             return
         self.prepare()
         if self.settings.dispatch == "hub" and self._hub is None:
@@ -221,29 +239,33 @@ class RedisEventTransport(BaseEventTransport):
             self.set_hub(gevent.get_hub())
         # redis-py's own health check would read a pub/sub message as its PONG: the loop pings itself.
         conn = self._new_connection(dataclasses.replace(self.settings, health_check_interval=0))
-        self._consuming = True
-        self._consumer_done.acquire()
-        _native.spawn("ma:redis-sub", self._consume, conn)
+        run = self._consumer = _ConsumerRun()
+        _native.spawn("ma:redis-sub", self._consume, conn, run)
 
     def stop_accepting_events(self) -> None:
-        """Stop the consumer thread; returns when it has finished (or after a few seconds)."""
-        if not self._consuming:
-            return
-        self._consuming = False
-        self._consumer_wakeup.set()
-        if self._consumer_done.acquire(True, POLL_INTERVAL * 4 + self.settings.socket_timeout):
-            self._consumer_done.release()
+        """Stop the consumer thread; returns when it has finished (or after a few seconds).
 
-    def _consume(self, conn: Any) -> None:
+        A thread still busy after that (a connect that has not timed out yet)
+        exits on its own as soon as it checks its stop flag; a later
+        :meth:`start_accepting_events` starts a new thread without waiting for it.
+        """
+        run, self._consumer = self._consumer, None
+        if run is None:
+            return
+        run.stop()
+        if run.done.acquire(True, POLL_INTERVAL * 4 + self.settings.socket_timeout):
+            run.done.release()
+
+    def _consume(self, conn: Any, run: _ConsumerRun) -> None:
         attempt = 0
         try:
-            while self._consuming:
+            while not run.stopped:
                 try:
-                    self._subscribe(conn)
+                    self._subscribe(conn, run)
                     attempt = 0
-                    self._receive(conn)
+                    self._receive(conn, run)
                 except Exception as exc:  # noqa: BLE001 - any failure means: reconnect later
-                    if self._consuming:
+                    if not run.stopped:
                         self._consumer_failing = True
                         self._faults.warn(("consume", type(exc)), "redis consumer on %s lost its subscription "
                                           "(%s); reconnecting with backoff", self.describe(), self._explain(exc))
@@ -251,15 +273,17 @@ class RedisEventTransport(BaseEventTransport):
                     self._drop(conn)
                 delay = min(RECONNECT_CAP, RECONNECT_BASE * 2 ** min(attempt, 16)) * _jitter()
                 attempt += 1
-                self._consumer_wakeup.wait(delay)
+                run.wakeup.wait(delay)
         except BaseException:  # noqa: BLE001 - interpreter shutdown
             pass
         finally:
-            self._consumer_done.release()
+            run.done.release()
 
-    def _subscribe(self, conn: Any) -> None:
+    def _subscribe(self, conn: Any, run: _ConsumerRun) -> None:
         channels, patterns = self.subscriptions()
         conn.connect()
+        if run.stopped:  # stopped (or superseded) while connecting
+            return
         if channels:
             conn.send_command("SUBSCRIBE", *channels)
         if patterns:
@@ -271,11 +295,11 @@ class RedisEventTransport(BaseEventTransport):
             log.info("redis consumer on %s resubscribed", self.describe())
         log.debug("redis consumer subscribed to %s %s on %s", channels, patterns, self.describe())
 
-    def _receive(self, conn: Any) -> None:
+    def _receive(self, conn: Any, run: _ConsumerRun) -> None:
         interval = self.settings.health_check_interval
         last_seen = _native.monotonic()
         ping_sent: float | None = None
-        while self._consuming:
+        while not run.stopped:
             if conn.can_read(timeout=POLL_INTERVAL):
                 reply = conn.read_response()
                 last_seen, ping_sent = _native.monotonic(), None

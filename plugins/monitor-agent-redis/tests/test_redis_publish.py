@@ -149,7 +149,56 @@ def test_stop_accepting_events_is_prompt() -> None:
     started = time.monotonic()
     transport.stop_accepting_events()
     assert time.monotonic() - started < 2.0
-    assert not transport._consumer_done.locked()
+    assert transport._consumer is None
+
+
+def test_restarting_the_consumer_after_a_timed_out_stop_does_not_wait_for_the_old_thread() -> None:
+    url = shared_redis()
+    name = unique_name()
+    transport = factory(url + "?socket_timeout=0.5")
+    got: List[int] = []
+    transport.register_event_handler(lambda body: got.append(body["n"]), name)
+    connecting, gate = threading.Event(), threading.Event()  # hold the first thread in connect(), like a hung server
+    make_connection = transport._new_connection
+
+    def held_connection(settings: Any) -> Any:
+        conn = make_connection(settings)
+        connect = conn.connect
+
+        def held_connect() -> None:
+            connecting.set()
+            gate.wait(30)
+            connect()
+
+        conn.connect = held_connect
+        return conn
+
+    transport._new_connection = held_connection  # type: ignore[method-assign]
+    transport.start_accepting_events()
+    old_run = transport._consumer
+    assert old_run is not None
+    transport._new_connection = make_connection  # type: ignore[method-assign]
+    try:
+        assert connecting.wait(10), "the consumer thread never connected"
+        transport.stop_accepting_events()  # gives up after 1 s + socket_timeout: the thread is still connecting
+        assert not old_run.done.acquire(False), "the old thread should still be connecting"
+        restarted = threading.Thread(target=transport.start_accepting_events, daemon=True)
+        restarted.start()
+        restarted.join(5)
+        assert not restarted.is_alive(), "start_accepting_events() waited for the superseded thread"
+        client = raw_client()
+        deadline = time.monotonic() + 10
+        while not got:
+            assert time.monotonic() < deadline, "the restarted consumer received nothing"
+            client.publish(name, json.dumps({"n": 1}))
+            time.sleep(0.1)
+        gate.set()  # the old thread's connect() completes now: it must notice it was superseded and exit
+        assert old_run.done.acquire(True, 10), "the superseded thread never exited"
+        time.sleep(0.3)
+        assert transport.consumer_connects == 1, "the superseded thread subscribed too"
+    finally:
+        gate.set()
+        transport.stop_accepting_events()
 
 
 BLOCKING_APP = """
