@@ -210,9 +210,12 @@ class RealSocketConnection(Connection):  # type: ignore[misc,unused-ignore]
                 tls = TlsSocket(sock, self._tls_context, settings.host) if self._tls_context is not None else None
                 sock.settimeout(settings.socket_timeout)
                 return tls if tls is not None else sock
-            except OSError as exc:
+            except OSError as exc:  # try the next address
                 error = exc
                 sock.close()
+            except BaseException:
+                sock.close()
+                raise
         raise error if error is not None else OSError(f"no address found for {settings.host!r}")
 
     def _host_error(self) -> str:

@@ -154,3 +154,33 @@ def test_connections_use_the_pure_python_parser_even_with_hiredis() -> None:
         parser = transport._connection()._parser
         assert type(parser) is _RESP2Parser, url
         assert not isinstance(parser, _HiredisParser)
+
+
+def test_a_tcp_socket_is_closed_when_connecting_fails_with_any_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor_agent_redis import _connection
+
+    made = []
+
+    class FailingSocket:
+        def __init__(self, *args: Any) -> None:
+            self.closed = False
+            made.append(self)
+
+        def setsockopt(self, *args: Any) -> None:
+            pass
+
+        def settimeout(self, timeout: float) -> None:
+            pass
+
+        def connect(self, address: Any) -> None:
+            raise KeyboardInterrupt  # not an OSError
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(_connection, "_socket_class", FailingSocket)
+    transport = factory("redis://127.0.0.1:1/0")
+    transport.prepare()
+    with pytest.raises(KeyboardInterrupt):
+        transport._connection()._connect()
+    assert len(made) == 1 and made[0].closed
