@@ -135,31 +135,38 @@ def test_only_metrics_path_is_served(apps: List[App], tmp_path: Path) -> None:
 SITES_APP = '''
 def make(n):
     def blocker():
-        end = time.perf_counter() + 0.15
+        end = time.perf_counter() + 0.3
         while time.perf_counter() < end:
             pass
     blocker.__name__ = blocker.__qualname__ = f"site_{n}"
     blocker.__code__ = blocker.__code__.replace(co_name=f"site_{n}", co_qualname=f"site_{n}")
     return blocker
 
+gevent.sleep(0.7)  # past the startup grace: start-up pauses cannot take a site slot first
 for n in range(8):
     gevent.spawn(make(n)).join()
     gevent.sleep(0.05)
 announce()
 wait_for("go-1")
 '''
+KNOWN_SITES = {f"<string>:site_{n}" for n in range(8)}
+# A 100 ms threshold, 300 ms blocks and a startup grace: a loaded machine's pauses rarely count, and the
+# assertions below still hold when one does (an extra episode may take a named slot: >=, not ==).
+QUIET_AGENT = {"MONITOR_AGENT_MAX_BLOCKING_TIME": "100ms", "MONITOR_AGENT_STARTUP_GRACE": "0.5"}
 
 
 def test_site_labels_are_bounded(apps: List[App], tmp_path: Path) -> None:
     """Eight distinct blocking sites with MAX_SITES=3: three named, the rest under site="other"."""
     app = start(apps, tmp_path, SITES_APP, MONITOR_AGENT_PROMETHEUS_ADDR=f"127.0.0.1:{free_port()}",
-                MONITOR_AGENT_PROMETHEUS_MAX_SITES="3")
+                MONITOR_AGENT_PROMETHEUS_MAX_SITES="3", **QUIET_AGENT)
     ((url, _),) = app.urls()
     found = wait_scrape_until(url, "monitor_agent_blocked_episodes_total", 8)
     by_site = {s.labels["site"]: s.value for s in found["monitor_agent_blocked_episodes_total"]}
-    assert len(by_site) == 4, by_site
-    assert "other" in by_site and by_site["other"] >= 5
-    assert sum(1 for site in by_site if site.startswith("<string>:site_")) == 3, by_site
+    # Bounded: at least 8 distinct sites were seen, so all 3 named slots are taken and the rest is "other".
+    assert len(by_site) == 3 + 1 and "other" in by_site, by_site
+    named_known = {site for site in by_site if site in KNOWN_SITES}
+    assert named_known, by_site  # the app's own sites come first (an extra episode may take a slot)
+    assert by_site["other"] >= 8 - sum(by_site[site] for site in named_known), by_site
     assert sum(by_site.values()) == value(found, "monitor_agent_blocking_detected_episodes_total", outcome="reported")
     app.go("go-1")
     app.finish()
@@ -172,15 +179,17 @@ def test_taken_port_is_one_clear_line_and_the_app_carries_on(apps: List[App], tm
         port = holder.getsockname()[1]
         app = start(apps, tmp_path, '''
             announce()
-            spin(0.2)
+            gevent.sleep(0.6)  # past the startup grace
+            spin(0.3)
             gevent.sleep(0.1)
             print("APP DONE", agent.stats()["blocking"]["reported"], flush=True)
-            ''', MONITOR_AGENT_PROMETHEUS_ADDR=f"127.0.0.1:{port}")
+            ''', MONITOR_AGENT_PROMETHEUS_ADDR=f"127.0.0.1:{port}", **QUIET_AGENT)
         ((url, _),) = app.urls()
         out, err = app.finish()
     assert url == "None"
     assert app.proc.returncode == 0, err
-    assert "APP DONE 1" in out
+    (done,) = [line for line in out.splitlines() if line.startswith("APP DONE ")]
+    assert int(done.split()[2]) >= 1, out  # the agent still detects blocks (a loaded machine may add one)
     lines = [line for line in err.splitlines() if "/metrics" in line]
     assert len(lines) == 1, err
     assert f"cannot serve /metrics on 127.0.0.1:{port} (MONITOR_AGENT_PROMETHEUS_ADDR)" in lines[0]
