@@ -262,13 +262,22 @@ def test_uninstall_stops_the_thread_and_frees_the_port_at_once(apps: List[App], 
         def exporter_threads():
             names = []
             for tid in os.listdir("/proc/self/task"):
-                with open(f"/proc/self/task/{tid}/comm") as f:
-                    names.append(f.read().strip())
+                try:
+                    with open(f"/proc/self/task/{tid}/comm") as f:
+                        names.append(f.read().strip())
+                except OSError:  # the thread just ended
+                    pass
             return names.count("prom-exporter")
+        def threads_once(expected):
+            """The count once it is *expected* (the thread names itself, or ends, a moment later), or after 5 s."""
+            deadline = time.perf_counter() + 5
+            while exporter_threads() != expected and time.perf_counter() < deadline:
+                gevent.sleep(0.02)
+            return exporter_threads()
         announce()
-        print("THREADS", exporter_threads(), flush=True)
+        print("THREADS", threads_once(1), flush=True)
         monitor_agent.uninstall()
-        print("UNINSTALLED", exporter_threads(), flush=True)
+        print("UNINSTALLED", threads_once(0), flush=True)
         wait_for("go-1")
         agent = monitor_agent.install()   # a new agent serves on the same port again
         announce()
