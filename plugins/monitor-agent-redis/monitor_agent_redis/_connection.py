@@ -16,6 +16,7 @@ with timeouts, confined to the calling thread.
 from __future__ import annotations
 
 import socket
+import ssl  # here, imported by prepare() in the hub's thread; never in a native thread
 from typing import Any, Dict
 
 from gevent.monkey import get_original
@@ -63,8 +64,6 @@ class TlsSocket:
     """
 
     def __init__(self, raw: Any, context: Any, server_hostname: str) -> None:
-        import ssl
-
         self._raw = raw
         self._want_read = ssl.SSLWantReadError
         self._eof = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
@@ -146,8 +145,6 @@ def _tls_context(settings: RedisSettings) -> Any:
     original class cannot be used after patching: its property setters
     recurse through the patched name.)
     """
-    import ssl
-
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if settings.ssl_cert_reqs == "none":
         context.check_hostname = False

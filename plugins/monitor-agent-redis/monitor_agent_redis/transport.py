@@ -6,8 +6,8 @@ outage raises :class:`monitor_agent.TransportUnavailable` and the Publisher
 retries with capped, jittered backoff. Receiving runs in a native thread of its
 own that reconnects and resubscribes after any connection loss.
 
-This module imports no client library: redis-py (and ``ssl`` for ``rediss://``)
-is imported by :meth:`RedisEventTransport.prepare`, in the hub's thread.
+This module imports no client library: redis-py and ``ssl`` are imported by
+:meth:`RedisEventTransport.prepare`, in the hub's thread.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ class RedisEventTransport(BaseEventTransport):
     # -- setup -------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Import redis-py (and ssl, for rediss) and build the TLS context; hub thread only."""
+        """Import redis-py and ssl and build the TLS context (rediss); hub thread only."""
         if self._redis is None:
             from redis import exceptions
 

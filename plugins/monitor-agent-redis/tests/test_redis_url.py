@@ -184,3 +184,20 @@ def test_a_tcp_socket_is_closed_when_connecting_fails_with_any_exception(monkeyp
     with pytest.raises(KeyboardInterrupt):
         transport._connection()._connect()
     assert len(made) == 1 and made[0].closed
+
+
+def test_code_that_runs_in_native_threads_imports_nothing() -> None:
+    """Socket and TLS code runs in the publisher/consumer threads: its imports belong at module level."""
+    import dis
+    import inspect
+
+    from monitor_agent_redis import _connection, transport
+
+    importing = []
+    for owner in (_connection.TlsSocket, _connection.RealSocketConnection, transport.RedisEventTransport):
+        for name, function in inspect.getmembers(owner, inspect.isfunction):
+            if name == "prepare" or not function.__module__.startswith("monitor_agent_redis"):  # prepare: hub thread
+                continue
+            if any(op.opname == "IMPORT_NAME" for op in dis.get_instructions(function)):
+                importing.append(f"{owner.__name__}.{name}")
+    assert importing == []
