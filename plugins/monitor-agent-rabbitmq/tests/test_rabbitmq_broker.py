@@ -14,6 +14,7 @@ from rabbit_kit import RABBIT_URL, RawQueue, delete_exchange, require_rabbit, un
 from monitor_agent import TransportUnavailable, wire
 from tests.brokers import RABBIT_HOST, RABBIT_PORT, TcpProxy
 from tests.helpers import SECRET
+from tests.reliability._record import observed
 
 BLOCKED = "gevent.event_loop_blocked"
 
@@ -156,13 +157,17 @@ def test_a_paused_broker_times_out_as_unavailable() -> None:
             started = time.monotonic()
             with pytest.raises(TransportUnavailable):
                 transport.emit_event(name, envelope(name))
-            assert time.monotonic() - started < 30
+            waited = time.monotonic() - started
+            assert waited < 30
             proxy.resume()
             proxy.reset()
             transport.emit_event(name, envelope(name))
         finally:
             transport.close()
             delete_exchange(name)
+    observed("RabbitMQ paused: connections hang", "a TCP proxy that stops forwarding; socket_timeout 1 s",
+             f"the attempt gave up after {waited:.1f} s (TransportUnavailable, retried later), never hung; the next "
+             "attempt after the proxy resumed reconnected", "0 (events stay queued)")
 
 
 def test_refused_credentials_are_unavailable_and_never_show_the_password(caplog: pytest.LogCaptureFixture) -> None:
@@ -174,6 +179,9 @@ def test_refused_credentials_are_unavailable_and_never_show_the_password(caplog:
     message = str(info.value)
     assert "refused the credentials" in message and "guest" in message
     assert SECRET not in message and SECRET not in repr(transport) and SECRET not in caplog.text
+    observed("RabbitMQ refuses the credentials", "the test password for guest",
+             "an outage with a clear message naming the user, retried with backoff; the password appears nowhere",
+             "0 while queued")
 
 
 def test_unresolvable_host_is_unavailable() -> None:
@@ -304,3 +312,7 @@ def test_amqps_refuses_an_unknown_certificate_unless_verification_is_turned_off(
     finally:
         relaxed.close()
         delete_exchange(name)
+    observed("amqps:// TLS handshake with an untrusted certificate or a wrong host name",
+             "a TLS terminator with a throwaway CA in front of RabbitMQ",
+             "refused (CERTIFICATE_VERIFY_FAILED, Hostname mismatch) unless cafile is given or verify=false opts "
+             "out", "0 (an outage: events stay queued)")

@@ -16,6 +16,7 @@ from rabbit_kit import RABBIT_URL, RawQueue, TlsTerminator, require_rabbit, url_
 from monitor_agent import wire
 from tests.brokers import RABBIT_HOST, RABBIT_PORT, TcpProxy, require_program
 from tests.helpers import CAPTURED, PYTHON, SECRET, clean_environ
+from tests.reliability._record import observed
 
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rabbit_app.py")
 MEMORY = "gevent.memory_threshold_exceeded"
@@ -171,6 +172,11 @@ def test_broker_faults_cost_queued_events_only_and_everything_adds_up() -> None:
     assert sum(e.get("dropped_before", 0) for e in received.values()) == stats["dropped"]["queue_full"]
     assert final["longest_gap"] < 1.0, final  # the app never stalled
     assert SECRET not in stderr and "Traceback" not in stderr
+    observed("RabbitMQ connection reset mid-stream, then refused", "a TCP proxy in front of RabbitMQ: RST on the "
+             "live connection, new connections refused for 2 s; 400 events into a queue of 100",
+             f"retried with backoff ({stats['retries']} retries), reconnected and redeclared by itself, "
+             f"dropped_before on the next envelope; app heartbeat max gap {final['longest_gap'] * 1000:.0f} ms; "
+             "sent + failed + dropped = 470", f"{stats['dropped']['queue_full']} dropped (queue_full, counted)")
 
 
 def test_a_forked_child_publishes_on_its_own_connection_with_its_own_pid() -> None:
