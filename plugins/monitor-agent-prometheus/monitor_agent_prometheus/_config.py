@@ -32,17 +32,14 @@ class ExporterConfig:
 
     Attributes:
         addr: The address as written (for messages).
-        host: The host part (``""`` for every IPv4 interface).
         ports: Ports to try, in order (one, or a range).
         family: ``AF_INET`` or ``AF_INET6``.
         sockaddr_host: The numeric host address to bind.
         max_sites: Bound of the ``site`` label values (plus ``other``).
     """
 
-    def __init__(self, addr: str, host: str, ports: List[int], family: int, sockaddr_host: str,
-                 max_sites: int) -> None:
+    def __init__(self, addr: str, ports: List[int], family: int, sockaddr_host: str, max_sites: int) -> None:
         self.addr = addr
-        self.host = host
         self.ports = ports
         self.family = family
         self.sockaddr_host = sockaddr_host
@@ -65,7 +62,7 @@ class ExporterConfig:
         addr = env.get(ADDR_VAR, "").strip() or DEFAULT_ADDR
         host, ports = parse_addr(addr)
         family, numeric = _resolve(addr, host)
-        return cls(addr, host, ports, family, numeric, parse_max_sites(env.get(MAX_SITES_VAR, "")))
+        return cls(addr, ports, family, numeric, parse_max_sites(env.get(MAX_SITES_VAR, "")))
 
 
 def _parse_ports(addr: str, text: str) -> List[int]:

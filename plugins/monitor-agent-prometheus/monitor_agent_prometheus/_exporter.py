@@ -58,10 +58,6 @@ class NativeLockRegistry(CollectorRegistry):
         self._lock = _native.allocate_lock()
 
 
-class _Stopped(Exception):
-    pass
-
-
 class Exporter:
     """One process's ``/metrics`` endpoint for *agent*.
 
@@ -92,8 +88,6 @@ class Exporter:
 
     def render(self, accept: str) -> Tuple[bytes, str]:
         """The exposition for an ``Accept`` header: Prometheus text, or OpenMetrics when asked."""
-        if self.agent.stopped:
-            raise _Stopped()
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
 

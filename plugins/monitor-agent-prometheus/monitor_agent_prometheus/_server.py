@@ -38,7 +38,8 @@ class MetricsServer:
         sock: A bound, listening ``_socket.socket``.
         render: Produces the body and content type for an ``Accept`` header.
         stopped: Polled between connections: when it returns True the server
-            closes its socket and the thread ends (the agent was uninstalled).
+            closes its socket and the thread ends (the agent was uninstalled);
+            a request already accepted is answered 503.
     """
 
     def __init__(self, sock: Any, render: Renderer, stopped: Callable[[], bool] = lambda: False) -> None:
@@ -151,6 +152,8 @@ class MetricsServer:
             return _response(405, b"method not allowed\n", "text/plain; charset=utf-8", extra="Allow: GET, HEAD\r\n")
         if target.split("?", 1)[0] != "/metrics":
             return _response(404, b"not found: metrics are at /metrics\n", "text/plain; charset=utf-8")
+        if self._stopping or self.stopped():
+            return _response(503, b"the monitoring agent was uninstalled: no metrics\n", "text/plain; charset=utf-8")
         try:
             body, content_type = self.render(_header(request, "accept"))
         except Exception as exc:  # noqa: BLE001 - report it to the scraper, keep serving
@@ -169,7 +172,8 @@ def _header(request: bytes, name: str) -> str:
     return ""
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 
 def _response(status: int, body: bytes, content_type: str, *, extra: str = "", head_only: bool = False) -> bytes:

@@ -102,3 +102,19 @@ def test_oversized_request_is_bounded(server: MetricsServer) -> None:
             pass
         assert answer == b"" or answer.startswith(b"HTTP/1.1 200 ")
     assert _timed_scrape(server) < 8
+
+
+def test_stopped_agent_answers_503_with_a_clear_body() -> None:
+    """A request accepted just as the agent is uninstalled gets 503 and a plain reason, not a 500."""
+    sock = MetricsServer.bind(_socket.AF_INET, ("127.0.0.1", 0))
+    try:
+        stopped = MetricsServer(sock, _render, stopped=lambda: True)
+        answer = stopped._respond(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        running = MetricsServer(sock, _render)
+        assert running._respond(b"GET /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert b"Content-Type: text/plain; charset=utf-8" in head
+    assert body == b"the monitoring agent was uninstalled: no metrics\n"
