@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -186,6 +186,22 @@ def check_accounted(report: Dict[str, Any], emitted: int) -> Dict[str, Any]:
     return stats
 
 
+def check_recovery(app: App, received: Callable[[], List[Dict[str, Any]]], wait: float) -> int:
+    """After 50 sent and 300 emitted during an outage: delivery resumes by itself and all 370 add up.
+
+    Returns the ``dropped_before`` total the subscriber saw after the gap.
+    """
+    assert app.ask(f"drain {wait}")["drained"], "delivery did not resume by itself"
+    app.ask("emit 20")
+    after = app.ask(f"drain {wait}")
+    resumed = received()
+    check_never_stalled(after)
+    stats = check_accounted(after, 370)
+    assert stats["dropped"]["queue_full"] >= 300 - 101 and stats["retries"] > 0  # queue of 100, 1 in flight
+    assert resumed and resumed[-1]["data"]["mem_usage"] == 369
+    return sum(body.get("dropped_before", 0) for body in resumed)
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:
@@ -206,15 +222,7 @@ def test_redis_killed_restarted_and_frozen(redis_server: RedisServer) -> None:
         check_never_stalled(during)
         redis_server.start()                      # same port
         subscriber = RedisSubscriber(redis_server.port)
-        assert app.ask("drain 30")["drained"], "delivery did not resume by itself"
-        app.ask("emit 20")
-        after_restart = app.ask("drain 30")
-        resumed = subscriber.drain()
-        check_never_stalled(after_restart)
-        stats = check_accounted(after_restart, 370)
-        assert stats["dropped"]["queue_full"] >= 300 - 101 and stats["retries"] > 0  # queue of 100, 1 in flight
-        assert resumed and resumed[-1]["data"]["mem_usage"] == 369
-        gap_reported = sum(body.get("dropped_before", 0) for body in resumed)
+        gap_reported = check_recovery(app, subscriber.drain, wait=30)
 
         redis_server.pause()                      # frozen: connections hang
         frozen = app.ask("emit 30")
@@ -260,15 +268,7 @@ def test_rabbitmq_reset_refused_and_frozen() -> None:
             during = app.ask("emit 300")
             check_never_stalled(during)
             proxy.refuse(False)
-            assert app.ask("drain 60")["drained"], "delivery did not resume by itself"
-            app.ask("emit 20")
-            after = app.ask("drain 60")
-            resumed = subscriber.drain()
-            check_never_stalled(after)
-            stats = check_accounted(after, 370)
-            assert stats["dropped"]["queue_full"] >= 300 - 101 and stats["retries"] > 0  # queue of 100, 1 in flight
-            assert resumed and resumed[-1]["data"]["mem_usage"] == 369
-            gap_reported = sum(body.get("dropped_before", 0) for body in resumed)
+            gap_reported = check_recovery(app, subscriber.drain, wait=60)
 
             proxy.pause()                         # frozen
             app.ask("emit 30")

@@ -17,8 +17,9 @@ new connection. Only a failed reconnect raises ``TransportUnavailable``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Set, Tuple
 
 from monitor_agent import _native, wire
 from monitor_agent._logonce import LogOnce
@@ -147,15 +148,21 @@ class RabbitMqTransport(BaseEventTransport):
         self._connection, self._channel = connection, channel
         self._owner = _native.get_ident()
         self.reconnects += 1
-        try:
+        with self._dropping_connection_on_failure():
             self._enable_confirms()
+        return False
+
+    @contextlib.contextmanager
+    def _dropping_connection_on_failure(self) -> Iterator[None]:
+        """Any failure inside drops the publishing connection and surfaces as TransportUnavailable."""
+        try:
+            yield
         except TransportUnavailable:
             self._drop_publisher()
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - pika/socket errors are outages
             self._drop_publisher()
             raise TransportUnavailable(_explain(exc, self.settings)) from None
-        return False
 
     def _enable_confirms(self) -> None:
         """Turn publisher confirms on, with our own ack callback (one wait per batch, not per message)."""
@@ -222,27 +229,16 @@ class RabbitMqTransport(BaseEventTransport):
     def _emit(self, bodies: List[Tuple[str, bytes]]) -> None:
         reused = self._ensure_publisher()
         try:
-            self._publish(bodies)
+            with self._dropping_connection_on_failure():
+                self._publish(bodies)
+            return
         except TransportUnavailable:
-            self._drop_publisher()
             if not reused:
                 raise
-        except Exception as exc:  # noqa: BLE001 - pika/socket errors are outages
-            self._drop_publisher()
-            if not reused:
-                raise TransportUnavailable(_explain(exc, self.settings)) from None
-        else:
-            return
         # The reused connection died under us (idle, broker restart): one transparent retry.
         self._ensure_publisher()
-        try:
+        with self._dropping_connection_on_failure():
             self._publish(bodies)
-        except TransportUnavailable:
-            self._drop_publisher()
-            raise
-        except Exception as exc:  # noqa: BLE001
-            self._drop_publisher()
-            raise TransportUnavailable(_explain(exc, self.settings)) from None
 
     def _publish(self, bodies: List[Tuple[str, bytes]]) -> None:
         channel = self._channel
