@@ -217,18 +217,20 @@ def test_an_unresolvable_name_is_an_outage() -> None:
 
 
 def test_a_unix_socket_url_with_a_database(tmp_path: Any) -> None:
-    with RedisServer() as server:
+    import redis
+
+    with RedisServer() as server:  # for its binary; this test starts its own unix-socket-only server
         socket_path = str(tmp_path / "redis.sock")
-        redis_cli = __import__("redis").Redis(port=server.port)
         server_unix = subprocess.Popen([server.binary, "--port", "0", "--unixsocket", socket_path, "--save", "",
                                         "--appendonly", "no", "--dir", str(tmp_path)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        transport = factory(f"unix://{socket_path}?db=5&client_name=ma-unix-test")
+        probe = None
         try:
             deadline = time.monotonic() + 10
             while not (tmp_path / "redis.sock").exists():
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            transport = factory(f"unix://{socket_path}?db=5")
             got: List[Dict[str, Any]] = []
             transport.register_event_handler(got.append, "gevent.test_tick")
             transport.start_accepting_events()
@@ -238,12 +240,17 @@ def test_a_unix_socket_url_with_a_database(tmp_path: Any) -> None:
                 assert time.monotonic() < deadline, "nothing received over the unix socket"
                 transport.emit_event("gevent.test_tick", envelope(5))
                 time.sleep(0.1)
-            transport.close()
+            probe = redis.Redis(unix_socket_path=socket_path, socket_timeout=5)
+            ours = [c for c in probe.client_list() if c.get("name") == "ma-unix-test"]
         finally:
+            transport.close()
+            if probe is not None:
+                probe.close()
             server_unix.kill()
             server_unix.wait(10)
-        redis_cli.close()
     assert got[0]["data"] == {"n": 5}
+    assert len(ours) == 2, ours  # the publisher's connection and the consumer's
+    assert {c["db"] for c in ours} == {"5"}, ours
 
 
 def test_the_consumer_resubscribes_after_a_restart() -> None:

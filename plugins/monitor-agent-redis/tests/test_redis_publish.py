@@ -211,7 +211,6 @@ BLOCKING_APP = """
     get_original("time", "sleep")(0.6)  # blocks the loop
     gevent.sleep(0.3)
     monitor_agent.uninstall(timeout=10)
-    print("stats", monitor_agent.get_agent())
 """
 
 
