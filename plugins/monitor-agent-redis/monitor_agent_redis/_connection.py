@@ -137,14 +137,16 @@ class TlsSocket:
         return getattr(self._raw, name)
 
 
-def _tls_context(settings: RedisSettings) -> Any:
-    """An ``ssl.SSLContext`` for *settings*; verification on unless opted out.
+def make_tls_context(settings: RedisSettings) -> Any:
+    """The ``ssl.SSLContext`` for a rediss URL (verification on unless opted out), or None for the other schemes.
 
     It may be gevent's subclass (after ``patch_all``): only its ``wrap_bio``
     is used, which gevent does not override and which does no I/O. (The
     original class cannot be used after patching: its property setters
     recurse through the patched name.)
     """
+    if not settings.tls:
+        return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if settings.ssl_cert_reqs == "none":
         context.check_hostname = False
@@ -250,11 +252,6 @@ def connection_kwargs(settings: RedisSettings) -> Dict[str, Any]:
 def new_connection(settings: RedisSettings, tls_context: Any = None) -> RealSocketConnection:
     """A not-yet-connected connection for *settings* (it connects on first use)."""
     return RealSocketConnection(settings, tls_context, **connection_kwargs(settings))
-
-
-def make_tls_context(settings: RedisSettings) -> Any:
-    """The TLS context for a rediss URL, or None for the other schemes."""
-    return _tls_context(settings) if settings.tls else None
 
 
 def warm_up() -> None:

@@ -215,8 +215,7 @@ def _parse(url: str, scheme: str, options: Mapping[str, Any]) -> RedisSettings:
     else:
         fields.update(_tcp_location(parts.hostname, port, parts.path))
     given = _query(parts.query)
-    given.update({key: str(value) if not isinstance(value, str) else value for key, value in options.items()
-                  if key != "for_reading"})
+    given.update({key: value if isinstance(value, str) else str(value) for key, value in options.items()})
     for key, text in given.items():
         fields.update(_option(scheme, key, text, explicit_db="db" in fields and key == "db"))
     settings = RedisSettings(**fields)
@@ -283,7 +282,7 @@ def _option(scheme: str, key: str, text: str, *, explicit_db: bool) -> Dict[str,
     if tls_only and scheme != "rediss":
         raise _Problem(f"option {key!r} needs rediss:// (TLS)")
     if explicit_db:
-        raise _Problem("the database is given both in the path and as ?db=")
+        raise _Problem("the database is given both in the URL path and as the db option (?db= or keyword)")
     try:
         value = parse(text)
     except ValueError as exc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import gevent
@@ -23,6 +22,7 @@ from monitor_agent import ConfigError, TransportUnavailable, _native, wire
 from monitor_agent._logonce import LogOnce
 from monitor_agent._redact import redact_text
 from monitor_agent.transports.base import ALL_EVENTS, BaseEventTransport
+from monitor_agent.transports.publisher import _jitter as jitter  # a factor in [0.5, 1], no imports
 
 from ._url import VARIABLE, RedisSettings
 
@@ -35,11 +35,6 @@ ALL_PATTERN = "gevent.*"
 POLL_INTERVAL = 0.25  # how often the consumer thread checks for stop_accepting_events()
 RECONNECT_BASE, RECONNECT_CAP = 0.1, 5.0
 AUTH_ERROR_MARKERS = ("WRONGPASS", "NOAUTH", "AUTH", "invalid password", "invalid username")
-
-
-def _jitter() -> float:
-    """A factor in [0.5, 1] without the random module (nothing may be imported in a native thread)."""
-    return 0.5 + int.from_bytes(os.urandom(2), "big") / 131070
 
 
 class _ConsumerRun:
@@ -271,7 +266,7 @@ class RedisEventTransport(BaseEventTransport):
                                           "(%s); reconnecting with backoff", self.describe(), self._explain(exc))
                 finally:
                     self._drop(conn)
-                delay = min(RECONNECT_CAP, RECONNECT_BASE * 2 ** min(attempt, 16)) * _jitter()
+                delay = min(RECONNECT_CAP, RECONNECT_BASE * 2 ** min(attempt, 16)) * jitter()
                 attempt += 1
                 run.wakeup.wait(delay)
         except BaseException:  # noqa: BLE001 - interpreter shutdown

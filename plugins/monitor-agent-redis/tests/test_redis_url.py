@@ -64,7 +64,7 @@ BAD = {
     "redis://h/0?keepalive=maybe": "bad keepalive",
     "redis://h/0?max_batch=0": "bad max_batch",
     "redis://h/0?dispatch=greenlet": "bad dispatch",
-    "redis://h/1?db=2": "both in the path",
+    "redis://h/1?db=2": "both in the URL path and as the db option",
     "redis://h/0?db=1&db=2": "given twice",
     "redis://alice@h/0": "needs a password",
     "redis://h/0?ssl_ca_certs=/etc/hostname": "needs rediss://",
@@ -90,6 +90,11 @@ def test_bad_urls_name_the_redacted_url_the_problem_and_the_form(url: str) -> No
     scheme = url.split(":", 1)[0]
     assert f"expected {scheme}://" in message  # the accepted form
     assert "options:" in message and "socket_timeout" in message
+
+
+def test_a_keyword_db_with_a_path_db_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"both in the URL path and as the db option \(\?db= or keyword\)"):
+        factory("redis://h/1", db=2)
 
 
 def test_keyword_options_override_the_query_and_are_validated() -> None:
