@@ -201,6 +201,8 @@ def parse_url(url: str, **options: Any) -> RedisSettings:
 def _parse(url: str, scheme: str, options: Mapping[str, Any]) -> RedisSettings:
     if scheme not in FORMS:
         raise _Problem(f"unsupported scheme {scheme!r}")
+    if _password_cut_short(url, scheme):
+        raise _Problem("the password contains '/', '?' or '#': percent-encode it (%2F, %3F, %23)")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -222,6 +224,41 @@ def _parse(url: str, scheme: str, options: Mapping[str, Any]) -> RedisSettings:
     if settings.ssl_certfile is None and settings.ssl_keyfile is not None:
         raise _Problem("ssl_keyfile needs ssl_certfile")
     return settings
+
+
+def _password_cut_short(url: str, scheme: str) -> bool:
+    """Whether an unencoded ``/``, ``?`` or ``#`` in the password ended the URL's authority early.
+
+    The authority ends at the first of those characters, so in
+    ``redis://:pa/ss@host/0`` it is ``:pa`` and the rest of the password lands in
+    the path. Then no message may show the host, port, path or query as parsed.
+    A ``@`` after the authority is only taken for this when the authority cannot
+    be a host (and port) by itself, or when it lands in a TCP URL's path (a db
+    number never holds one) or the fragment.
+    """
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority or "@" not in tail:
+        return False
+    if scheme == "unix":
+        return authority not in ("", "localhost")
+    path, _, fragment = tail.partition("#")
+    if "@" in path.partition("?")[0] or "@" in fragment:
+        return True
+    return not _looks_like_host_and_port(authority)
+
+
+def _looks_like_host_and_port(authority: str) -> bool:
+    if authority.startswith("["):
+        host, _, port = authority.partition("]")
+        host += "]"
+    elif ":" in authority:
+        host, _, port = authority.rpartition(":")
+        port = ":" + port
+    else:
+        host, port = authority, ""
+    return bool(host.strip("[]")) and (port == "" or (port.startswith(":") and port[1:].isdigit()))
 
 
 def _credentials(username: str | None, password: str | None) -> Dict[str, Any]:
