@@ -12,7 +12,7 @@ import urllib.request
 from typing import Dict, List
 
 import pytest
-from prometheus_apps import samples, scrape, value
+from prometheus_apps import samples, scrape
 
 from tests.brokers import free_port, require_program, wait_for_port
 from tests.helpers import CAPTURED, REPO, clean_environ
@@ -69,18 +69,21 @@ def test_each_gunicorn_worker_serves_its_own_metrics(launch: str) -> None:
         wait_for_port("127.0.0.1", http_port, timeout=30)
         requests = 6
         for _ in range(requests):
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/report?0.2", timeout=30) as response:
+            # 0.5 s blocks, five times the 0.1 s threshold: the monitor has time to sample the culprit's
+            # stack even on a loaded machine (a missed sample would count the episode under site="unknown").
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/report?0.5", timeout=30) as response:
                 assert response.read().startswith(b"report:")
         deadline = time.monotonic() + 30
         while True:
             by_pid = _scrape_range(base, size)
-            episodes = sum(value(found, "monitor_agent_blocked_episodes_total", site=SITE)
-                           for found in by_pid.values()
-                           if any(s.labels.get("site") == SITE for s in found["monitor_agent_blocked_episodes_total"]))
+            episodes = sum(s.value for found in by_pid.values()
+                           for s in found.get("monitor_agent_blocked_episodes_total", []) if s.labels["site"] == SITE)
             if len(by_pid) == 2 and episodes >= requests:
                 break
             if time.monotonic() > deadline:
-                raise AssertionError(f"scraped {sorted(by_pid)}, {episodes} episodes at {SITE}")
+                sites = {pid: {s.labels["site"]: s.value for s in found.get("monitor_agent_blocked_episodes_total", [])}
+                         for pid, found in by_pid.items()}
+                raise AssertionError(f"scraped {sorted(by_pid)}, {episodes} episodes at {SITE}; all sites: {sites}")
             time.sleep(0.2)
         assert proc.pid not in by_pid, "the master runs no hub and serves no metrics"
         for pid in by_pid:
