@@ -55,7 +55,7 @@ class RabbitMqTransport(BaseEventTransport):
 
     scheme = "amqp"
     can_receive = True
-    max_batch = 256
+    max_batch = 32
     #: Process pending I/O before reusing a connection idle for longer than this (seconds).
     idle_check = 0.5
 

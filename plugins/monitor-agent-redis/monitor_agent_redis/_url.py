@@ -77,7 +77,7 @@ class RedisSettings:
     keepalive: bool = True
     health_check_interval: float = 15.0
     client_name: str | None = None
-    max_batch: int = 256
+    max_batch: int = 32
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None

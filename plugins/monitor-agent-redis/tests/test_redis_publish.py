@@ -75,7 +75,7 @@ def test_a_batch_is_one_round_trip_and_keeps_order() -> None:
     pubsub = subscribe([name])
     transport = factory(url)
     transport.prepare()
-    assert transport.max_batch == 256
+    assert transport.max_batch == 32
     transport.emit_event(name, envelope(name, i=-1))  # connect (the handshake is several writes)
     assert collect(pubsub, 1)[0][1]["data"] == {"i": -1}
     conn = transport._connection()
