@@ -35,13 +35,34 @@ def load() -> List[Dict[str, str]]:
     return list(records.values())
 
 
+# The numbered fault families, recognised from the fault's wording.
+FAMILIES = [
+    ("1 broker", ("redis", "rabbitmq", "amqp", "rediss")),
+    ("2 load", ("load:",)),
+    ("3 plugin", ("plugin", "transport whose", "subscriber", "monitoring function")),
+    ("4 environment", ("settrace", "switchinterval", "hubs", "install()", "exit", "patch_all")),
+    ("5 processes", ("fork", "multiprocessing", "gunicorn")),
+    ("6 bad input", ("bad", "hostile", "inbound", "jsonl")),
+    ("7 security", ("password", "stack", "private", "tls")),
+]
+
+
+def family(record: Dict[str, str]) -> str:
+    text = record["fault"].lower()
+    for name, words in FAMILIES:
+        if any(word in text for word in words):
+            return name
+    return "8 other"
+
+
 def render(records: List[Dict[str, str]]) -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    rows = ["| fault | how it was injected | what the agent did | events lost |", "| --- | --- | --- | --- |"]
-    rows += [f"| {cell(r['fault'])} | {cell(r['injected'])} | {cell(r['behaviour'])} | {cell(r['lost'])} |"
-             for r in records]
+    rows = ["| # | fault | how it was injected | what the agent did | events lost |", "| --- | --- | --- | --- | --- |"]
+    for r in sorted(records, key=family):  # stable: first-seen order within a family
+        rows.append(f"| {family(r).split()[0]} | {cell(r['fault'])} | {cell(r['injected'])} | "
+                    f"{cell(r['behaviour'])} | {cell(r['lost'])} |")
     return "\n".join(rows)
 
 

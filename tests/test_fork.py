@@ -6,6 +6,7 @@ import json
 import pytest
 
 from .helpers import read_jsonl, run_python
+from .reliability._record import observed
 
 FORK_PROGRAM = """
 import gevent.monkey
@@ -63,6 +64,9 @@ def test_child_of_fork_is_monitored(fork: str, tmp_path) -> None:
         # parent, under its own pid, and closed when the agent stopped at exit.
         assert [e["event"] for e in in_parent] == ["gevent.event_loop_blocked", "gevent.event_loop_unblocked"]
         assert in_parent[1]["data"]["detected_by"] == "agent stopped"
+    observed(f"a child of {fork}", "the child blocks its loop 0.3 s and reports its agent's state",
+             "the child's monitor thread runs with its own pid, psutil process and sequence numbers; its events carry "
+             "its pid; the parent's stay the parent's", 0)
 
 
 def test_multiprocessing_fork_child_is_monitored(tmp_path) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from .brokers import free_port, require_program, wait_for_port
 from .helpers import REPO, clean_environ, read_jsonl
+from .reliability._record import observed
 
 BIN = os.path.dirname(sys.executable)
 
@@ -152,3 +153,6 @@ def test_restarted_workers_come_back_monitored(gunicorn_cmd, tmp_path: Path) -> 
     assert len(pids) >= 3, f"workers were replaced and the new ones reported too: {pids}"
     assert after != first, "gunicorn replaced workers, and the replacements run an agent"
     _check_episodes(events, pids, requests=12, seconds=0.25)
+    observed("gunicorn worker restarts", "gunicorn -k gevent -w 2 --max-requests 3, 12 requests to a blocking view",
+             f"every replacement worker ran its own agent: {len(pids)} pids reported, one blocked + one unblocked "
+             "per request naming the view", 0)

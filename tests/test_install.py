@@ -11,6 +11,7 @@ from zope.interface.verify import verifyObject
 import monitor_agent
 
 from .helpers import clean_environ, run_python, wait_until
+from .reliability._record import observed
 
 
 class TestInstall:
@@ -98,6 +99,10 @@ class TestInSubprocess:
         assert result.returncode == 0, result.stderr
         names = [json.loads(line)["event"] for line in out.read_text().splitlines()]
         assert names == ["gevent.event_loop_blocked", "gevent.event_loop_unblocked"]
+        if order == "before":
+            observed("gevent.monkey.patch_all() after install()", "install(), then patch_all(), then a 0.3 s block",
+                     "the agent's threads stayed native (gevent's originals); the block was reported once, ended once",
+                     0)
 
     def test_replaces_gevents_own_monitor(self) -> None:
         """With GEVENT_MONITOR_THREAD_ENABLE=1, gevent's monitor is replaced, not doubled."""
@@ -150,6 +155,8 @@ class TestInSubprocess:
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "True"
         assert len(out.read_text().splitlines()) == 2
+        observed("install() from a non-main thread", "a threading.Thread runs its own hub and calls install()",
+                 "that thread's hub is the one watched; its 0.3 s block reported once and ended once", 0)
 
 
 def test_monitor_starts_only_when_the_hub_runs() -> None:

@@ -11,6 +11,7 @@ import pytest
 import monitor_agent
 
 from .helpers import run_python, wait_until
+from .reliability._record import observed
 
 
 @pytest.fixture
@@ -83,6 +84,9 @@ class TestIsolation:
         assert broken["errors"] >= 5 and broken["errors"] == broken["runs"]
         logged = [r for r in caplog.records if "broken_monitor" in r.getMessage()]
         assert len(logged) == 1
+        observed("a monitoring function that raises every time", "add_monitoring_function(raising, 0.01)",
+                 f"called on schedule anyway ({broken['runs']} runs, {broken['errors']} errors counted), logged once "
+                 "with its name; the other function kept running", "n/a")
 
 
 class TestSchedule:

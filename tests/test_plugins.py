@@ -10,6 +10,7 @@ from typing import Dict
 import pytest
 
 from .helpers import clean_environ, run_cli, run_python
+from .reliability._record import observed
 
 PLUGIN_MODULES: Dict[str, str] = {
     # A working plugin: its setup adds a monitoring function; its transport appends envelopes to a file.
@@ -117,6 +118,10 @@ class TestPlugins:
         assert any("'brokensetup' (throwaway-plugins 1.0)" in w and "broken in setup" in w for w in warnings)
         assert not any("needsdep" in w for w in warnings), "a missing dependency is skipped quietly"
         assert any(line.startswith("DEBUG") and "needsdep" in line for line in out["log"].splitlines())
+        observed("plugins whose import raises, whose setup raises, or whose dependency is missing",
+                 "a real throwaway distribution with four monitor_agent.plugins entry points",
+                 "the good plugin ran; each faulty one logged once with its name and distribution and marked "
+                 "'failed' (missing dependency: skipped quietly, at DEBUG); install() succeeded", "n/a")
 
     def test_disabled_by_name_and_star(self, plugin_path: str) -> None:
         """MONITOR_AGENT_DISABLED_PLUGINS skips by name, and * skips all."""

@@ -23,6 +23,7 @@ from monitor_agent.report.model import Timeline
 
 from .brokers import require_program
 from .helpers import run_cli
+from .reliability._record import observed
 
 T0 = 1_714_564_800.0  # 2024-05-01 12:00:00 UTC
 MB = 1024 * 1024
@@ -212,6 +213,10 @@ def test_bad_lines_are_counted_and_skipped_never_fatal(tmp_path: Any) -> None:
     assert reader.skipped.first_seen["line too long"] == f"{path}:14"
     out = result.stdout
     assert "Skipped lines: 11" in out and "truncated last line" in out and f"{path}:5" in out
+    observed("a hostile JSONL file for monitor-agent report", "non-JSON, non-objects, wrong schema, missing source, "
+             "unknown names, NaN, invalid UTF-8, 100,000-deep nesting, a 5 MiB line, a truncated last line",
+             "11 lines skipped and counted by reason with where each first occurred; exit 0; nothing on stderr",
+             "11 bad lines skipped (counted), 0 good events lost")
 
 
 def test_empty_file(tmp_path: Any) -> None:
