@@ -35,6 +35,16 @@ def wait_until_subscribed(transport: Any, url: str, channel: str) -> None:
         client.close()
 
 
+# An event the agent publishes like its own: a wire name and wire data.
+TICK = """
+    class Tick:
+        event_name = "gevent.test_tick"
+        def __init__(self, n):
+            self.n = n
+        def wire_data(self):
+            return {"n": self.n}
+"""
+
 OUTAGE_APP = """
     from gevent import monkey
     monkey.patch_all()
@@ -54,12 +64,7 @@ OUTAGE_APP = """
             gaps.append(hub.loop.now() - last)
             last = hub.loop.now()
 
-    class Tick:
-        event_name = "gevent.test_tick"
-        def __init__(self, n):
-            self.n = n
-        def wire_data(self):
-            return {"n": self.n}
+    {TICK}
 
     beat = gevent.spawn(heartbeat)
     gevent.sleep(0.2)
@@ -75,7 +80,7 @@ OUTAGE_APP = """
     beat.kill()
     stats = list(agent.stats()["transports"].values())[0]
     print(json.dumps({"submitted_by_app": n, "flushed": flushed, "max_gap": max(gaps), "stats": stats}), flush=True)
-"""
+""".replace("    {TICK}\n", TICK)
 
 
 def test_a_killed_and_restarted_server_costs_queued_events_only() -> None:
@@ -372,12 +377,7 @@ TLS_PATCHED_APP = """
     consumer.register_event_handler(on_tick, "gevent.test_tick")
     consumer.start_accepting_events()
 
-    class Tick:
-        event_name = "gevent.test_tick"
-        def __init__(self, n):
-            self.n = n
-        def wire_data(self):
-            return {"n": self.n}
+    {TICK}
 
     for _ in range(100):
         if got:
@@ -388,7 +388,7 @@ TLS_PATCHED_APP = """
     consumer.stop_accepting_events()
     print(json.dumps({"got": len(got), "consumer_hub": any(hubs), "socket": type(transport._conn._sock).__name__,
                       "sent": list(agent.stats()["transports"].values())[0]["sent"]}))
-"""
+""".replace("    {TICK}\n", TICK)
 
 
 def test_rediss_after_patch_all_uses_tls_over_real_sockets(tls_files: Any) -> None:
