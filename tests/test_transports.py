@@ -126,9 +126,6 @@ class BatchRecorder(Recorder):
         super().__init__()
         self.batches: List[int] = []
 
-    def emit_event(self, event_name: str, event_body: Mapping[str, Any]) -> None:
-        self.emit_events([(event_name, event_body)])  # a batch of one (the publisher's shortcut)
-
     def emit_events(self, events: Any) -> None:
         self.gate.wait()
         if self.unavailable:

@@ -79,7 +79,8 @@ class BaseEventTransport(abc.ABC):
     def emit_events(self, events: Sequence[Tuple[str, Mapping[str, Any]]]) -> None:
         """Deliver several events at once (up to :attr:`max_batch`); publisher thread only.
 
-        A transport that can pipeline (one Redis round trip, one wait for
+        This is what the publisher calls; by default it hands each event to
+        :meth:`emit_event` in turn. A transport that can pipeline (one Redis round trip, one wait for
         RabbitMQ's confirms) overrides this and raises :attr:`max_batch`. The
         batch succeeds or fails as a whole: :class:`TransportUnavailable` keeps
         every event of it for a retry (so a consumer may see an event twice

@@ -136,7 +136,7 @@ class Publisher:
 
     def _take(self) -> List[Item]:
         """The next batch (up to the transport's ``max_batch`` events); empty when it is time to stop."""
-        limit = max(1, int(getattr(self.transport, "max_batch", 1)))
+        limit = max(1, self.transport.max_batch)
         while True:
             with self._lock:
                 if self._abort:
@@ -174,10 +174,7 @@ class Publisher:
             else:
                 items = batch
             try:
-                if len(items) == 1:
-                    self.transport.emit_event(*items[0])
-                else:
-                    self.transport.emit_events(items)
+                self.transport.emit_events(items)
             except TransportUnavailable as exc:
                 self.retries += 1
                 self.last_error = redact_text(f"{type(exc).__name__}: {exc}")
