@@ -70,3 +70,33 @@ class Wakeup:
             self._lock.release()
         except RuntimeError:
             pass
+
+
+class ThreadRun:
+    """One run of a background thread: its stop flag, wake-up and completion lock.
+
+    Each start gets a fresh run, handed to the thread. A thread that outlived
+    a stop that timed out (still connecting, say) only ever sees its own,
+    stopped, run and exits; a new start never waits for it.
+    """
+
+    __slots__ = ("done", "stopped", "wakeup")
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.wakeup = Wakeup()
+        self.done = allocate_lock()
+        self.done.acquire()  # released by the thread as it exits (finished())
+
+    def stop(self, timeout: float = 0.0) -> bool:
+        """Ask the thread to exit, wake it from its sleep, and wait up to *timeout*; True if it ended."""
+        self.stopped = True
+        self.wakeup.set()
+        if self.done.acquire(True, max(timeout, 0.0)):
+            self.done.release()
+            return True
+        return False
+
+    def finished(self) -> None:
+        """Called by the thread as it exits."""
+        self.done.release()

@@ -32,7 +32,7 @@ from gevent import monkey
 
 from monitor_agent import _native
 
-__all__ = ["NativeTimer", "ThreadAwareModule", "install", "is_registered", "real_io", "register_current_thread",
+__all__ = ["NativeTimer", "ThreadAwareModule", "install", "real_io", "register_current_thread",
            "unregister_current_thread"]
 
 _registered: Set[int] = set()
@@ -73,11 +73,6 @@ def real_io() -> Iterator[None]:
     finally:
         if added:
             _registered.discard(ident)
-
-
-def is_registered() -> bool:
-    """Whether the calling thread is registered."""
-    return _native.get_ident() in _registered
 
 
 class NativeTimer:

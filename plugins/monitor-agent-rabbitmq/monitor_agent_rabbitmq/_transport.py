@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Set, 
 
 from monitor_agent import _native, wire
 from monitor_agent._logonce import LogOnce
-from monitor_agent._redact import redact_text, redact_url
+from monitor_agent._redact import REDACTED, redact_text
 from monitor_agent.transports.base import ALL_EVENTS, BaseEventTransport, TransportUnavailable
 
 from . import _realio
@@ -66,16 +66,9 @@ class RabbitMqTransport(BaseEventTransport):
         self._ssl: Any = None
         self._faults = LogOnce(log)
         self._forget_connection()
-        self._consuming = False
-        self._consumer_done = _native.allocate_lock()
-        self._consumer_ready = _native.Wakeup()
-        self._consumer_wakeup = _native.Wakeup()
+        self._consumer: _native.ThreadRun | None = None  # the running consumer, if any
         self.reconnects = 0
         self.consumer_connects = 0
-
-    def describe(self) -> str:
-        """The URL with the password redacted."""
-        return redact_url(self.url)
 
     # -- set-up ------------------------------------------------------------
 
@@ -107,10 +100,7 @@ class RabbitMqTransport(BaseEventTransport):
     def after_fork_in_child(self) -> None:
         """Forget the parent's connections without touching their sockets (they are the parent's)."""
         self._forget_connection()
-        self._consuming = False
-        self._consumer_done = _native.allocate_lock()
-        self._consumer_ready = _native.Wakeup()
-        self._consumer_wakeup = _native.Wakeup()
+        self._consumer = None
 
     # -- connections (called only in the thread that owns them) -----------
 
@@ -282,40 +272,45 @@ class RabbitMqTransport(BaseEventTransport):
         the calling thread). Handlers run in the consumer thread; hand work to
         the hub with :meth:`run_on_main_thread`.
         """
-        if self._consuming:
+        if self._consumer is not None:
             return
         self._load()
-        self._consuming = True
-        self._consumer_done.acquire()
-        _native.spawn("ma:amqp-recv", self._consume_forever, self.subscribed_event_names())
-        self._consumer_ready.wait(timeout)
+        run = self._consumer = _native.ThreadRun()
+        ready = _native.Wakeup()
+        _native.spawn("ma:amqp-recv", self._consume_forever, self.subscribed_event_names(), run, ready)
+        ready.wait(timeout)
 
     def stop_accepting_events(self) -> None:
-        """Stop consuming; returns when the thread has finished (or after two seconds)."""
-        if self._consuming:
-            self._consuming = False
-            self._consumer_wakeup.set()
-            if self._consumer_done.acquire(True, 2.0):
-                self._consumer_done.release()
+        """Stop consuming; returns when the thread has finished (or after two seconds).
 
-    def _consume_forever(self, names: List[str]) -> None:
+        A thread still busy after that (a connect that has not timed out yet)
+        exits on its own when it next checks its run; a later
+        :meth:`start_accepting_events` starts a new thread without waiting for it.
+        """
+        run, self._consumer = self._consumer, None
+        if run is not None:
+            run.stop(timeout=2.0)
+
+    def _consume_forever(self, names: List[str], run: _native.ThreadRun, ready: _native.Wakeup) -> None:
         _realio.register_current_thread()
         attempt = 0
         try:
-            while self._consuming:
+            while not run.stopped:
+                connects = self.consumer_connects
                 try:
-                    self._consume_once(names)
-                    attempt = 0
+                    self._consume_once(names, run, ready)
                 except Exception as exc:  # noqa: BLE001 - every fault means: reconnect after a pause
+                    if run.stopped:
+                        break
                     self._faults.warn("consume", "AMQP consumer on %s lost its connection (%s); reconnecting",
                                       self.describe(), _explain(exc, self.settings))
-                    attempt += 1
-                    self._consumer_wakeup.wait(min(2.0, 0.1 * 2 ** min(attempt, 5)))
+                    attempt = 1 if self.consumer_connects > connects else attempt + 1  # reset after a good run
+                    run.wakeup.wait(min(2.0, 0.1 * 2 ** min(attempt, 5)))
         finally:
             _realio.unregister_current_thread()
-            self._consumer_done.release()
+            run.finished()
 
-    def _consume_once(self, names: List[str]) -> None:
+    def _consume_once(self, names: List[str], run: _native.ThreadRun, ready: _native.Wakeup) -> None:
         connection, channel = self._connect()
         try:
             for name in names:
@@ -327,11 +322,11 @@ class RabbitMqTransport(BaseEventTransport):
             self.consumer_connects += 1
             if self._faults.forget("consume"):
                 log.info("AMQP consumer on %s reconnected", self.describe())
-            self._consumer_ready.set()
-            while self._consuming:
+            ready.set()
+            while not run.stopped:
                 connection.process_data_events(time_limit=0.2)
         finally:
-            if self._consuming or not connection.is_open:
+            if not run.stopped or not connection.is_open:
                 _abort(connection)
             else:
                 try:
@@ -380,6 +375,6 @@ def _explain(exc: BaseException, settings: AmqpSettings) -> str:
     else:
         detail = str(exc) or repr(exc)
     text = redact_text(f"{name}: {detail}")
-    if settings.password and len(settings.password) >= 3:
-        text = text.replace(settings.password, "***")
+    if settings.password:  # even a short one: a mangled message beats a shown password
+        text = text.replace(settings.password, REDACTED)
     return f"{text} ({settings.url()})"

@@ -268,6 +268,31 @@ def test_consumer_reconnects_and_resubscribes_after_a_dropped_connection() -> No
             delete_exchange(name)
 
 
+def test_a_restart_after_a_timed_out_stop_never_waits_for_the_stuck_thread() -> None:
+    """stop() gives up on a thread stuck connecting; the next start() returns at once and consumes."""
+    name = unique_event()
+    with TcpProxy(RABBIT_HOST, RABBIT_PORT) as proxy:
+        consumer = factory(url_via(proxy.port, "socket_timeout=4"))
+        received: List[Dict[str, Any]] = []
+        consumer.register_event_handler(received.append, name)
+        proxy.pause()                                 # the handshake hangs: the thread is stuck connecting
+        try:
+            consumer.start_accepting_events(timeout=0)
+            consumer.stop_accepting_events()          # gives up after 2 s; the thread is still connecting
+            proxy.resume()
+            started = time.monotonic()
+            consumer.start_accepting_events(timeout=10)
+            assert time.monotonic() - started < 10, "start() waited for the superseded thread"
+            event = envelope(name, n=1)
+            raw_publish(name, wire.encode(event))
+            wait_for(lambda: received == [event])
+        finally:
+            proxy.resume()
+            consumer.stop_accepting_events()
+            consumer.close()
+            delete_exchange(name)
+
+
 # -- TLS (amqps) through a TLS terminator in front of the shared broker -----------
 
 

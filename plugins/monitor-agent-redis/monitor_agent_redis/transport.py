@@ -20,7 +20,7 @@ import gevent
 
 from monitor_agent import ConfigError, TransportUnavailable, _native, wire
 from monitor_agent._logonce import LogOnce
-from monitor_agent._redact import redact_text
+from monitor_agent._redact import REDACTED, redact_text
 from monitor_agent.transports.base import ALL_EVENTS, BaseEventTransport
 from monitor_agent.transports.publisher import _jitter as jitter  # a factor in [0.5, 1], no imports
 
@@ -35,28 +35,6 @@ ALL_PATTERN = "gevent.*"
 POLL_INTERVAL = 0.25  # how often the consumer thread checks for stop_accepting_events()
 RECONNECT_BASE, RECONNECT_CAP = 0.1, 5.0
 AUTH_ERROR_MARKERS = ("WRONGPASS", "NOAUTH", "AUTH", "invalid password", "invalid username")
-
-
-class _ConsumerRun:
-    """One consumer thread's stop flag, wake-up and completion lock.
-
-    Each start of the consumer gets a fresh run, so a thread that outlived a
-    timed-out stop (still connecting, say) only ever sees its own, stopped,
-    run and exits; a new start never waits for it.
-    """
-
-    __slots__ = ("done", "stopped", "wakeup")
-
-    def __init__(self) -> None:
-        self.stopped = False
-        self.wakeup = _native.Wakeup()
-        self.done = _native.allocate_lock()
-        self.done.acquire()  # released by the thread as it exits
-
-    def stop(self) -> None:
-        """Ask the thread to exit and wake it from its backoff sleep."""
-        self.stopped = True
-        self.wakeup.set()
 
 
 class RedisEventTransport(BaseEventTransport):
@@ -87,7 +65,7 @@ class RedisEventTransport(BaseEventTransport):
         self._faults = LogOnce(log)
         self.connects = 0
         self.consumer_connects = 0
-        self._consumer: _ConsumerRun | None = None  # the running consumer, if any
+        self._consumer: _native.ThreadRun | None = None  # the running consumer, if any
         self._consumer_failing = False
 
     # -- setup -------------------------------------------------------------------
@@ -162,8 +140,8 @@ class RedisEventTransport(BaseEventTransport):
     def _explain(self, exc: BaseException) -> str:
         """A one-line, password-free reason for an outage."""
         text = redact_text(str(exc) or type(exc).__name__)
-        if self.settings.password:
-            text = text.replace(self.settings.password, "***")
+        if self.settings.password:  # even a short one: a mangled message beats a shown password
+            text = text.replace(self.settings.password, REDACTED)
         if _is_auth_error(exc):
             return (f"authentication failed at redis {self.settings.address} (check the user/password in "
                     f"{self.describe()}): {text}")
@@ -234,7 +212,7 @@ class RedisEventTransport(BaseEventTransport):
             self.set_hub(gevent.get_hub())
         # redis-py's own health check would read a pub/sub message as its PONG: the loop pings itself.
         conn = self._new_connection(dataclasses.replace(self.settings, health_check_interval=0))
-        run = self._consumer = _ConsumerRun()
+        run = self._consumer = _native.ThreadRun()
         _native.spawn("ma:redis-sub", self._consume, conn, run)
 
     def stop_accepting_events(self) -> None:
@@ -247,11 +225,9 @@ class RedisEventTransport(BaseEventTransport):
         run, self._consumer = self._consumer, None
         if run is None:
             return
-        run.stop()
-        if run.done.acquire(True, POLL_INTERVAL * 4 + self.settings.socket_timeout):
-            run.done.release()
+        run.stop(timeout=POLL_INTERVAL * 4 + self.settings.socket_timeout)
 
-    def _consume(self, conn: Any, run: _ConsumerRun) -> None:
+    def _consume(self, conn: Any, run: _native.ThreadRun) -> None:
         attempt = 0
         try:
             while not run.stopped:
@@ -272,9 +248,9 @@ class RedisEventTransport(BaseEventTransport):
         except BaseException:  # noqa: BLE001 - interpreter shutdown
             pass
         finally:
-            run.done.release()
+            run.finished()
 
-    def _subscribe(self, conn: Any, run: _ConsumerRun) -> None:
+    def _subscribe(self, conn: Any, run: _native.ThreadRun) -> None:
         channels, patterns = self.subscriptions()
         conn.connect()
         if run.stopped:  # stopped (or superseded) while connecting
@@ -290,7 +266,7 @@ class RedisEventTransport(BaseEventTransport):
             log.info("redis consumer on %s resubscribed", self.describe())
         log.debug("redis consumer subscribed to %s %s on %s", channels, patterns, self.describe())
 
-    def _receive(self, conn: Any, run: _ConsumerRun) -> None:
+    def _receive(self, conn: Any, run: _native.ThreadRun) -> None:
         interval = self.settings.health_check_interval
         last_seen = _native.monotonic()
         ping_sent: float | None = None
