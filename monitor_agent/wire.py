@@ -143,6 +143,17 @@ def build_envelope(event_name: str, data: Mapping[str, Any], *, service: str,
     return envelope
 
 
+def finite_number(value: Any) -> float | None:
+    """*value* as a float if it is a finite JSON number (not a bool, not 10**400), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _depth_ok(raw: str) -> bool:
     if raw.count("[") + raw.count("{") <= MAX_NESTING:
         return True  # cannot nest deeper than it has brackets (the common case, in C speed)
@@ -219,8 +230,7 @@ def validate_envelope(obj: object) -> None:
     seq = obj.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         problems.append("'seq' must be a non-negative integer")
-    ts = obj.get("ts")
-    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not math.isfinite(ts):
+    if finite_number(obj.get("ts")) is None:
         problems.append("'ts' must be a number")
     source = obj.get("source")
     if not isinstance(source, dict):

@@ -520,3 +520,19 @@ def test_absurd_numbers_render(tmp_path: Any) -> None:
     assert reader.events == 3 and report.block_count == 2
     render_text(report, reader.skipped, files=1, lines=reader.lines)
     render_html(report, reader.skipped, files=1, lines=reader.lines)
+
+
+def test_integers_beyond_any_float_are_skipped_or_ignored(tmp_path: Any) -> None:
+    """10**400 as ts skips the line; as episode, duration or memory it is ignored (it used to raise OverflowError)."""
+    huge = 10**400
+    good = envelope("gevent.event_loop_unblocked", {"blocking_time": 0.2}, ts=T0)
+    lines = [json.dumps(dict(good, ts=huge)).encode(),
+             wire.encode(envelope("gevent.event_loop_blocked", {"episode": huge, "blocking_time": huge}, ts=T0)),
+             wire.encode(envelope("gevent.memory_threshold_exceeded", {"mem_usage": huge, "max_allowed": 1}, ts=T0)),
+             wire.encode(good)]
+    path = write_jsonl(tmp_path / "huge.jsonl", [], tail=b"\n".join(lines) + b"\n")
+    result = run_cli("report", path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    _, reader = report_of(path)
+    assert reader.events == 3 and reader.skipped.counts == {"missing or bad ts": 1}
+    assert wire.finite_number(huge) is None and wire.finite_number(2.5) == 2.5 and wire.finite_number(True) is None

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .._frames import FrameInfo, culprit_frame, fingerprint
 from ..events import BLOCKED, MEMORY_EXCEEDED, MEMORY_UNDER, UNBLOCKED
+from ..wire import finite_number
 
 __all__ = ["BlockSite", "MemoryEpisode", "Process", "ProcessKey", "Report", "ReportBuilder", "Timeline"]
 
@@ -43,22 +44,14 @@ def _text(value: Any, limit: int = MAX_TEXT) -> str:
     return value if len(value) <= limit else value[:limit] + "…"
 
 
-def _number(value: Any) -> Optional[float]:
-    """A finite number, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _duration(value: Any) -> Optional[float]:
     """A plausible duration in seconds, else None."""
-    number = _number(value)
+    number = finite_number(value)
     return number if number is not None and 0 <= number <= MAX_DURATION else None
 
 
 def _count(value: Any) -> int:
-    number = _number(value)
+    number = finite_number(value)
     return int(number) if number is not None and 0 <= number < 2**53 else 0
 
 
@@ -82,7 +75,7 @@ def _frames(value: Any, limit: int = MAX_FRAMES) -> List[FrameInfo]:
 
 def _started(data: Mapping[str, Any], ts: float, duration: float) -> float:
     """When the block began: ``started_at`` when it is plausible (just before *ts*), else ``ts - duration``."""
-    started = _number(data.get("started_at"))
+    started = finite_number(data.get("started_at"))
     if started is not None and 0 <= ts - started <= duration + 60:
         return started
     return ts - duration

@@ -10,14 +10,13 @@ than the cap.
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import sys
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..wire import EVENT_NAMES, MAX_INBOUND_BYTES, SCHEMA
+from ..wire import EVENT_NAMES, MAX_INBOUND_BYTES, SCHEMA, finite_number
 
 __all__ = ["MAX_LINE_BYTES", "LogReader", "SkipCounter", "check_paths"]
 
@@ -83,10 +82,6 @@ def _size(path: str) -> int:
     return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _envelope_problem(obj: Any) -> Optional[str]:
     """The skip reason for a parsed line, or None for a usable envelope.
 
@@ -102,7 +97,7 @@ def _envelope_problem(obj: Any) -> Optional[str]:
         return "missing event name"
     if event not in EVENT_NAMES:
         return "unknown event name"
-    if not _is_number(obj.get("ts")):
+    if finite_number(obj.get("ts")) is None:
         return "missing or bad ts"
     source = obj.get("source")
     if not isinstance(source, dict):
