@@ -17,7 +17,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ._fmt import format_bytes, format_duration, format_span, format_time, process_label
 from .model import MemoryEpisode, Process, Report, Timeline
 from .reader import SkipCounter
-from .text import site_culprit
 
 __all__ = ["render_html"]
 
@@ -208,13 +207,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Tuple[str, bool]]], c
 def _sites_table(report: Report, top: int) -> str:
     rows = []
     for rank, site in enumerate(report.sites[:top], 1):
-        who = f"greenlet {site.greenlet!r}" if site.culprit_kind == "greenlet" and site.greenlet else site.culprit_kind
         profile = "<br>".join(f"{100 * share:.0f}% <code>{_e(label)}</code>" for label, share in site.top_profile(5))
         extra = f"<br>+{site.suppressed} suppressed by the rate limit" if site.suppressed else ""
         extra += f"<br>{site.unfinished} without an unblocked event" if site.unfinished else ""
         rows.append([(str(rank), True), (str(site.count), True), (_e(format_duration(site.total)), True),
                      (_e(format_duration(site.max)), True), (str(len(site.processes)), True),
-                     (f"<code>{_e(site_culprit(site))}</code><br>by {_e(who)}{extra}", False),
+                     (f"<code>{_e(site.where())}</code><br>by {_e(site.who())}{extra}", False),
                      (f'<span class="profile">{profile or "no samples"}</span>', False)])
     more = (f'<p class="summary">… {len(report.sites) - top} more sites.</p>' if len(report.sites) > top else "")
     return _table(["#", "count", "total", "max", "procs", "culprit", "sampled profile (top frames)"], rows,

@@ -134,6 +134,16 @@ class BlockSite:
             top = heapq.nlargest(MAX_PROFILE_FRAMES, self.profile.items(), key=lambda kv: kv[1])
             self.profile = dict(top)
 
+    def where(self) -> str:
+        """Where the site blocks: the culprit frame, or the fingerprint when there is no stack."""
+        return frame_text(self.culprit) if self.culprit is not None else self.key
+
+    def who(self) -> str:
+        """What was running: ``greenlet 'name'``, or the culprit kind."""
+        if self.culprit_kind == "greenlet" and self.greenlet:
+            return f"greenlet {self.greenlet!r}"
+        return self.culprit_kind
+
     def top_profile(self, n: int) -> List[Tuple[str, float]]:
         """The *n* frames with the most sampled time, as ``(label, share of the site's samples)``."""
         whole = sum(self.profile.values())

@@ -4,25 +4,12 @@ from __future__ import annotations
 from typing import List
 
 from ._fmt import clean, format_bytes, format_duration, format_span, format_time, process_label, table
-from .model import BlockSite, Report, frame_text
+from .model import Report
 from .reader import SkipCounter
 
-__all__ = ["render_text", "site_culprit"]
+__all__ = ["render_text"]
 
 PROFILE_FRAMES = 3
-
-
-def site_culprit(site: BlockSite) -> str:
-    """Where a site blocks: the culprit frame, or what was running when there is no stack."""
-    if site.culprit is not None:
-        return frame_text(site.culprit)
-    return site.key
-
-
-def _who(site: BlockSite) -> str:
-    if site.culprit_kind == "greenlet" and site.greenlet:
-        return f"greenlet {site.greenlet!r}"
-    return site.culprit_kind
 
 
 def _sites(report: Report, top: int) -> List[str]:
@@ -39,9 +26,9 @@ def _sites(report: Report, top: int) -> List[str]:
         if site.unfinished:
             extra.append(f"{site.unfinished} unfinished")
         rows.append([f"{rank}", f"{site.count}", format_duration(site.total), format_duration(site.max),
-                     f"{len(site.processes)}", clean(site_culprit(site)) + (f" ({', '.join(extra)})" if extra else "")])
+                     f"{len(site.processes)}", clean(site.where()) + (f" ({', '.join(extra)})" if extra else "")])
         profile = "; ".join(f"{100 * share:.0f}% {clean(label)}" for label, share in site.top_profile(PROFILE_FRAMES))
-        details.append([f"by {clean(_who(site))}", f"profile: {profile or 'no samples'}"])
+        details.append([f"by {clean(site.who())}", f"profile: {profile or 'no samples'}"])
     rendered = table(["#", "count", "total", "max", "procs", "culprit (file:line function)"], rows,
                      right=(0, 1, 2, 3, 4))
     lines.append(rendered[0])
