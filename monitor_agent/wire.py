@@ -185,6 +185,17 @@ def decode(payload: bytes | str) -> Dict[str, Any]:
         InvalidEnvelope: Not UTF-8, not JSON, too large, too deeply nested, or not
             of the envelope's shape.
     """
+    obj = loads(payload)
+    validate_envelope(obj)
+    return obj  # type: ignore[no-any-return]
+
+
+def loads(payload: bytes | str) -> Any:
+    """Parse inbound JSON safely: size-capped, UTF-8, nesting-capped, no NaN (any JSON value).
+
+    Raises:
+        InvalidEnvelope: Why it cannot be parsed.
+    """
     if isinstance(payload, (bytes, bytearray, memoryview)):
         if len(payload) > MAX_INBOUND_BYTES:
             raise InvalidEnvelope(f"message of {len(payload)} bytes exceeds {MAX_INBOUND_BYTES}")
@@ -201,11 +212,9 @@ def decode(payload: bytes | str) -> Dict[str, Any]:
     if not _depth_ok(text):
         raise InvalidEnvelope(f"nested deeper than {MAX_NESTING} levels")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidEnvelope(f"not JSON: {exc}") from None
-    validate_envelope(obj)
-    return obj  # type: ignore[no-any-return]
 
 
 def _reject_constant(name: str) -> Any:
