@@ -22,7 +22,7 @@ from .._logonce import LogOnce
 from .._redact import redact_text
 from .base import BaseEventTransport, TransportUnavailable
 
-__all__ = ["Publisher"]
+__all__ = ["Publisher", "backoff_delay"]
 
 log = logging.getLogger("monitor_agent.transports")
 
@@ -37,9 +37,14 @@ YIELD_EVERY = 0.0005
 YIELD_FOR = 0.00005
 
 
-def _jitter() -> float:
-    """A factor in [0.5, 1] (not the random module: nothing may be imported in this thread, see prepare())."""
-    return 0.5 + int.from_bytes(os.urandom(2), "big") / 131070
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """The pause before retry number *attempt* (0, 1, …): base·2^attempt, capped, times a jitter in [0.5, 1].
+
+    The jitter comes from ``os.urandom``, not the random module: nothing may
+    be imported in a background thread (see ``BaseEventTransport.prepare``).
+    """
+    jitter = 0.5 + int.from_bytes(os.urandom(2), "big") / 131070
+    return float(min(cap, base * 2.0 ** min(attempt, 16)) * jitter)
 
 
 class Publisher:
@@ -183,9 +188,8 @@ class Publisher:
                 if self._abort:
                     self._finish(batch, "shutdown")
                     return
-                delay = min(self.backoff_cap, self.backoff_base * (2 ** min(attempt, 16)))
+                self._wakeup.wait(backoff_delay(attempt, self.backoff_base, self.backoff_cap))
                 attempt += 1
-                self._wakeup.wait(delay * _jitter())
                 continue
             except Exception as exc:  # noqa: BLE001 - a transport fault costs this event only
                 self.last_error = redact_text(f"{type(exc).__name__}: {exc}")

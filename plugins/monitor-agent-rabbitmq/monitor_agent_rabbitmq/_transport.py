@@ -25,6 +25,7 @@ from monitor_agent import _native, wire
 from monitor_agent._logonce import LogOnce
 from monitor_agent._redact import REDACTED, redact_text
 from monitor_agent.transports.base import ALL_EVENTS, BaseEventTransport, TransportUnavailable
+from monitor_agent.transports.publisher import backoff_delay
 
 from . import _realio
 from ._config import AmqpSettings
@@ -305,7 +306,7 @@ class RabbitMqTransport(BaseEventTransport):
                     self._faults.warn("consume", "AMQP consumer on %s lost its connection (%s); reconnecting",
                                       self.describe(), _explain(exc, self.settings))
                     attempt = 1 if self.consumer_connects > connects else attempt + 1  # reset after a good run
-                    run.wakeup.wait(min(2.0, 0.1 * 2 ** min(attempt, 5)))
+                    run.wakeup.wait(backoff_delay(attempt, 0.1, 2.0))
         finally:
             _realio.unregister_current_thread()
             run.finished()

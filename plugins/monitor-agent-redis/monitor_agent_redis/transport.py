@@ -21,7 +21,7 @@ from monitor_agent import ConfigError, TransportUnavailable, _native, wire
 from monitor_agent._logonce import LogOnce
 from monitor_agent._redact import REDACTED, redact_text
 from monitor_agent.transports.base import ALL_EVENTS, BaseEventTransport
-from monitor_agent.transports.publisher import _jitter as jitter  # a factor in [0.5, 1], no imports
+from monitor_agent.transports.publisher import backoff_delay
 
 from ._url import VARIABLE, RedisSettings
 
@@ -241,7 +241,7 @@ class RedisEventTransport(BaseEventTransport):
                                           "(%s); reconnecting with backoff", self.describe(), self._explain(exc))
                 finally:
                     self._drop(conn)
-                delay = min(RECONNECT_CAP, RECONNECT_BASE * 2 ** min(attempt, 16)) * jitter()
+                delay = backoff_delay(attempt, RECONNECT_BASE, RECONNECT_CAP)
                 attempt += 1
                 run.wakeup.wait(delay)
         except BaseException:  # noqa: BLE001 - interpreter shutdown
