@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Sequence, Tuple
 
 from gevent._hub_local import get_hub_if_exists
 
+from .._logonce import LogOnce
 from .._redact import redact_url
 
 __all__ = ["BaseEventTransport", "EventHandler", "TransportUnavailable"]
@@ -61,6 +62,7 @@ class BaseEventTransport(abc.ABC):
         self._hub: Any = None
         self.received = 0
         self.malformed = 0
+        self._malformed_log = LogOnce(log)
 
     # -- publishing -------------------------------------------------------
 
@@ -137,6 +139,12 @@ class BaseEventTransport(abc.ABC):
                 handler(event_body)
             except Exception:  # one bad handler must not stop the consumer
                 log.exception("event handler %r failed for %s", handler, event_name)
+
+    def skip_malformed(self, where: str, reason: object) -> None:
+        """Count a received message that cannot be used, and log the first one; never fatal."""
+        self.malformed += 1
+        self._malformed_log.warn("malformed", "skipping a malformed message from %s (%s); such messages are "
+                                 "counted, not fatal", where, reason)
 
     def start_accepting_events(self) -> None:
         """Start receiving events for the registered handlers (optional; no-op by default)."""

@@ -18,7 +18,6 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from .. import _native, wire
-from .._logonce import LogOnce
 from .base import BaseEventTransport
 
 log = logging.getLogger("monitor_agent.transports")
@@ -62,7 +61,6 @@ class JsonlTransport(BaseEventTransport):
         self._fd = -1 if for_reading else self._open()
         self._following = False
         self._follow_done = _native.allocate_lock()
-        self._faults = LogOnce(log)
 
     def _open(self) -> int:
         try:
@@ -144,9 +142,7 @@ class JsonlTransport(BaseEventTransport):
         try:
             envelope = wire.decode(line)
         except wire.InvalidEnvelope as exc:
-            self.malformed += 1
-            self._faults.warn("malformed", "skipping a line of %s that is not an envelope (%s); such lines "
-                              "are counted, not fatal", self.path, exc)
+            self.skip_malformed(self.path, exc)
             return
         self.on_event_received(envelope["event"], envelope)
 

@@ -341,9 +341,7 @@ class RabbitMqTransport(BaseEventTransport):
         try:
             envelope = wire.decode(body)
         except wire.InvalidEnvelope as exc:
-            self.malformed += 1
-            self._faults.warn("malformed", "skipping a message on %s that is not an envelope (%s); such "
-                              "messages are counted, not fatal", exchange, exc)
+            self.skip_malformed(f"exchange {exchange}", exc)
             return
         self.on_event_received(name, envelope)
 

@@ -297,9 +297,7 @@ class RedisEventTransport(BaseEventTransport):
         try:
             body = decode_body(payload)
         except ValueError as exc:
-            self.malformed += 1
-            self._faults.warn("malformed", "skipping a malformed message on redis channel %r (%s); such "
-                              "messages are counted, not fatal", name[:100], exc)
+            self.skip_malformed(f"redis channel {name[:100]!r}", exc)
             return
         if self.settings.dispatch == "hub":
             self.run_on_main_thread(self.on_event_received, (name, body))
