@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping, Tuple
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from monitor_agent import ConfigError
+from monitor_agent._parsers import Invalid, parse_bool
 from monitor_agent._redact import redact_url
 
 __all__ = ["ACCEPTED", "KEYWORDS", "AmqpSettings", "from_keywords", "from_url"]
@@ -34,10 +35,6 @@ _NUMERIC: Dict[str, Tuple[float, bool]] = {
 _TLS_OPTIONS = ("cafile", "verify", "server_hostname")
 #: Keywords the keyword form accepts besides host, port, username, password.
 KEYWORDS = ("virtual_host", "ssl", *_NUMERIC, *_TLS_OPTIONS)
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
 @dataclasses.dataclass(frozen=True)
 class AmqpSettings:
     """Everything needed to connect; ``password`` never appears in ``repr``."""
@@ -118,14 +115,10 @@ def _number(shown: str, name: str, raw: Any) -> float | int:
 
 
 def _boolean(shown: str, name: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise _bad(shown, f"option {name}={raw!r} must be true or false")
+    try:
+        return parse_bool(raw)
+    except Invalid:
+        raise _bad(shown, f"option {name}={raw!r} must be true or false") from None
 
 
 def _options(shown: str, options: Mapping[str, Any], tls: bool) -> Dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Mapping, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from monitor_agent import ConfigError
+from monitor_agent._parsers import Invalid, parse_bool
 from monitor_agent._redact import redact_url
 
 __all__ = ["FORMS", "OPTIONS", "RedisSettings", "parse_url"]
@@ -114,12 +115,10 @@ def _non_negative_seconds(text: str) -> float:
 
 
 def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
+    try:
+        return parse_bool(text)
+    except Invalid:
+        raise ValueError("must be true or false") from None
 
 
 def _db_number(text: str) -> int:
